@@ -1,0 +1,73 @@
+"""Encoding windows independently and fusing them into one decoder memory."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from .progress import CancellationToken, ProgressFn, ignore_progress
+from .windows import Windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FusedMemory:
+    """The encoder states of every window, concatenated for the decoder to attend to."""
+
+    hidden_states: torch.Tensor  # (1, positions, d_model): non-padding positions of all windows, in order
+    attention_mask: torch.Tensor  # (1, positions), all ones
+    window_positions: list[int]  # positions each window contributes, special tokens included
+
+    @property
+    def positions(self) -> int:
+        return self.hidden_states.shape[1]
+
+
+def default_batch_windows(device: torch.device) -> int:
+    # On a CPU the encoder already uses every core for one window, so batching
+    # only adds padding. A GPU needs several windows at once to be kept busy.
+    return 1 if device.type == "cpu" else 8
+
+
+def encode_windows(
+    model: PreTrainedModel,
+    windows: Windows,
+    batch_windows: int | None = None,
+    progress: ProgressFn = ignore_progress,
+    cancel: CancellationToken | None = None,
+) -> FusedMemory:
+    """Encode ``windows`` in batches without gradients and fuse them into one memory.
+
+    Progress is reported in windows encoded; ``cancel`` is checked between batches.
+    """
+    device = model.device
+    batch_windows = batch_windows or default_batch_windows(device)
+    encoder = model.get_encoder()
+    total = len(windows)
+    pieces: list[torch.Tensor] = []
+    lengths = windows.attention_mask.sum(dim=1).tolist()
+
+    progress(0, total, "windows")
+    with torch.inference_mode():
+        for start in range(0, total, batch_windows):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            stop = min(start + batch_windows, total)
+            # Trim the batch to its longest window so a short last window
+            # does not make every batch pay for padding.
+            width = max(lengths[start:stop])
+            ids = windows.input_ids[start:stop, :width].to(device)
+            mask = windows.attention_mask[start:stop, :width].to(device)
+            states = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, d)
+            for row, length in enumerate(lengths[start:stop]):
+                pieces.append(states[row, :length])
+            progress(stop, total, "windows")
+
+    hidden = torch.cat(pieces, dim=0).unsqueeze(0)
+    mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=device)
+    log.debug("fused memory: %d windows, %d positions", total, hidden.shape[1])
+    return FusedMemory(hidden, mask, [int(n) for n in lengths])

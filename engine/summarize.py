@@ -1,0 +1,119 @@
+"""The summarization pipeline: document, windows, fused memory, summary."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .documents.model import Document
+from .encoding import encode_windows
+from .errors import OutOfMemoryError
+from .generation import GenerationSettings, generate_from_memory
+from .models import LoadedModel
+from .progress import CancellationToken, ProgressFn, ignore_progress
+from .windows import Window, Windows, make_windows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Summary:
+    """A finished summary of one document, with what it was made from."""
+
+    file: Path
+    text: str
+    token_ids: list[int]
+    windows: list[Window]
+    total_tokens: int  # content tokens of the document, all of them encoded
+    pages: int | None
+    seconds: float
+    model: str
+
+    def to_json(self) -> dict:
+        return {
+            "file": str(self.file),
+            "summary": self.text,
+            "tokens": self.total_tokens,
+            "windows": [
+                {"index": w.index, "tokens": w.tokens, "pages": list(w.pages) if w.pages else None}
+                for w in self.windows
+            ],
+            "pages": self.pages,
+            "seconds": round(self.seconds, 3),
+            "model": self.model,
+        }
+
+
+def document_windows(document: Document, loaded: LoadedModel, window_tokens: int | None = None) -> Windows:
+    """Cut ``document`` into windows sized for ``loaded``'s encoder."""
+    return make_windows(
+        document,
+        loaded.tokenizer,
+        loaded.window_tokens(window_tokens),
+        loaded.special_prefix,
+        loaded.special_suffix,
+    )
+
+
+@contextlib.contextmanager
+def _memory_advice(loaded: LoadedModel, windows: int) -> Iterator[None]:
+    """Convert an out-of-memory failure into an error whose message lists what to change."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        raise OutOfMemoryError(
+            f"{loaded.device} ran out of memory on a {windows}-window document. Try fewer "
+            "beams (--beams 1), fewer windows per batch (--batch-windows 1), a shorter "
+            "summary, or --device cpu."
+        ) from error
+    except RuntimeError as error:
+        if "can't allocate memory" not in str(error):
+            raise
+        raise OutOfMemoryError(
+            f"Not enough memory for a {windows}-window document: close other programs, "
+            "use fewer beams (--beams 1) or a smaller model."
+        ) from error
+
+
+def summarize_document(
+    document: Document,
+    loaded: LoadedModel,
+    settings: GenerationSettings = GenerationSettings(),
+    progress: ProgressFn = ignore_progress,
+    cancel: CancellationToken | None = None,
+) -> Summary:
+    """Summarize the whole of ``document``: every token is encoded and attended to.
+
+    Progress comes in two stages, ``windows`` encoded and then ``tokens``
+    generated; ``cancel`` is checked between windows and between decoding steps.
+    """
+    settings.validate()
+    started = time.perf_counter()
+    windows = document_windows(document, loaded, settings.window_tokens)
+    log.info(
+        "summarizing %s: %d tokens in %d windows", document.path.name, windows.total_tokens, len(windows)
+    )
+
+    with _memory_advice(loaded, len(windows)):
+        memory = encode_windows(loaded.model, windows, settings.batch_windows, progress, cancel)
+        token_ids = generate_from_memory(loaded.model, memory, settings, progress, cancel)
+    text = loaded.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+    seconds = time.perf_counter() - started
+    log.info("summarized %s in %.1f s", document.path.name, seconds)
+    return Summary(
+        file=document.path,
+        text=text,
+        token_ids=token_ids,
+        windows=windows.windows,
+        total_tokens=windows.total_tokens,
+        pages=document.page_count,
+        seconds=seconds,
+        model=loaded.name,
+    )
