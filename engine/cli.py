@@ -54,9 +54,9 @@ class StageBars:
 
     LABELS = {"pages": "Reading", "windows": "Encoding", "tokens": "Generating"}
 
-    def __init__(self, enabled: bool, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
         self.enabled = enabled
-        self.stream = stream
+        self.stream = stream if stream is not None else sys.stderr
         self.bar = None
         self.unit = None
 

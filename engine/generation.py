@@ -72,11 +72,17 @@ def build_generation_config(model: PreTrainedModel, settings: GenerationSettings
             f"use at most {limit - 1}."
         )
     config = copy.deepcopy(model.generation_config)
+    # An encoder-decoder's max_length and min_length count the decoder start
+    # token, so N summary tokens are a length of N + 1.
     if settings.max_tokens is not None:
-        config.max_new_tokens = settings.max_tokens
+        config.max_new_tokens = None
+        config.max_length = settings.max_tokens + 1
+        # A model default minimum above the requested maximum would win over it.
+        if settings.min_tokens is None and (config.min_length or 0) > config.max_length:
+            config.min_length = config.max_length
     if settings.min_tokens is not None:
-        config.min_new_tokens = settings.min_tokens
-        config.min_length = 0
+        config.min_new_tokens = None
+        config.min_length = settings.min_tokens + 1
     if settings.beams is not None:
         config.num_beams = settings.beams
     if settings.length_penalty is not None:

@@ -119,6 +119,34 @@ def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], 
     )
 
 
+# Keys of a config's task_specific_params["summarization"] that are generation settings.
+_TASK_GENERATION_KEYS = (
+    "max_length",
+    "min_length",
+    "num_beams",
+    "length_penalty",
+    "no_repeat_ngram_size",
+    "early_stopping",
+)
+
+
+def apply_summarization_defaults(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Apply the model's own summarization settings, if its config has them.
+
+    T5 checkpoints keep them in ``task_specific_params["summarization"]``: an
+    input prefix ("summarize: ") and generation defaults, which go into the
+    model's generation config. Returns the prefix's token ids (empty without one).
+    """
+    task = (getattr(model.config, "task_specific_params", None) or {}).get("summarization") or {}
+    for key in _TASK_GENERATION_KEYS:
+        if key in task:
+            setattr(model.generation_config, key, task[key])
+    text = task.get("prefix") or ""
+    if not text:
+        return []
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
 def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or "\\" in source or Path(source).exists()
 
@@ -199,6 +227,10 @@ def load_model(
     model.eval()
     model.to(target)
     prefix, suffix = special_token_frame(tokenizer)
+    task_prefix = apply_summarization_defaults(model, tokenizer)
+    # The task prefix opens every window, because each window is encoded as
+    # an input of its own.
+    prefix = prefix + task_prefix
     limit = encoder_position_limit(config, tokenizer)
     log.info("loaded %s (%s) on %s, window %d tokens", source, config.model_type, target, limit)
     return LoadedModel(

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from .documents.model import Document
-from .encoding import encode_windows
+from .attribution import attribute_sentences, window_attention
+from .encoding import FusedMemory, encode_windows
 from .errors import OutOfMemoryError
 from .generation import GenerationSettings, generate_from_memory
 from .models import LoadedModel
@@ -20,6 +21,21 @@ from .progress import CancellationToken, ProgressFn, ignore_progress
 from .windows import Window, Windows, make_windows
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SentenceSource:
+    """A summary sentence and the pages of the windows it drew on most.
+
+    An indication from the decoder's cross-attention, not a citation.
+    """
+
+    text: str
+    pages: tuple[int, int] | None  # first and last page of those windows, 1-based
+    windows: tuple[int, ...]  # window indexes, most attended first
+
+    def to_json(self) -> dict:
+        return {"text": self.text, "pages": list(self.pages) if self.pages else None, "windows": list(self.windows)}
 
 
 @dataclass
@@ -34,6 +50,7 @@ class Summary:
     pages: int | None
     seconds: float
     model: str
+    sentences: list[SentenceSource] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {
@@ -47,6 +64,7 @@ class Summary:
             "pages": self.pages,
             "seconds": round(self.seconds, 3),
             "model": self.model,
+            "sentences": [sentence.to_json() for sentence in self.sentences],
         }
 
 
@@ -103,6 +121,7 @@ def summarize_document(
     with _memory_advice(loaded, len(windows)):
         memory = encode_windows(loaded.model, windows, settings.batch_windows, progress, cancel)
         token_ids = generate_from_memory(loaded.model, memory, settings, progress, cancel)
+        sentences = sentence_sources(loaded, memory, token_ids, windows.windows)
     text = loaded.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 
     seconds = time.perf_counter() - started
@@ -116,4 +135,20 @@ def summarize_document(
         pages=document.page_count,
         seconds=seconds,
         model=loaded.name,
+        sentences=sentences,
     )
+
+
+def sentence_sources(
+    loaded: LoadedModel, memory: FusedMemory, token_ids: list[int], windows: list[Window]
+) -> list[SentenceSource]:
+    """Attribute each summary sentence to the windows, and so the pages, it attended to most."""
+    frame = (len(loaded.special_prefix), len(loaded.special_suffix))
+    shares = window_attention(loaded.model, memory, token_ids, frame)
+    if shares is None:
+        return []
+    sources = []
+    for text, chosen in attribute_sentences(loaded.tokenizer, token_ids, shares, windows):
+        top = windows[chosen[0]].pages if chosen else None
+        sources.append(SentenceSource(text=text, pages=top, windows=chosen))
+    return sources

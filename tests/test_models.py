@@ -91,3 +91,30 @@ def test_unavailable_cuda_is_model_error():
 def test_unknown_device_is_settings_error():
     with pytest.raises(SettingsError, match="Unknown device"):
         resolve_device("quantum")
+
+
+def test_t5_summarization_defaults(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=16,
+        d_ff=32,
+        d_kv=8,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        task_specific_params={"summarization": {"prefix": "summarize: ", "num_beams": 3, "min_length": 7}},
+    )
+    T5ForConditionalGeneration(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+
+    loaded = load_model(tmp_path)
+    prefix_ids = tokenizer("summarize: ", add_special_tokens=False)["input_ids"]
+    assert loaded.max_window_tokens == RELATIVE_POSITION_WINDOW
+    assert loaded.special_prefix[-len(prefix_ids):] == prefix_ids
+    assert loaded.model.generation_config.num_beams == 3
+    assert loaded.model.generation_config.min_length == 7
