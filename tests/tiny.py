@@ -87,3 +87,11 @@ def build_tiny_model(folder: Path, dropout: float = 0.1, **overrides) -> Path:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build the tiny random test model into a folder.")
+    parser.add_argument("folder", type=Path)
+    print(build_tiny_model(parser.parse_args().folder))
