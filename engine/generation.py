@@ -8,6 +8,7 @@ keeps the output identical to ``model.generate`` on a one-window document.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from .encoding import FusedMemory
 from .errors import SettingsError
 from .progress import CancellationToken, ProgressFn, ignore_progress
+from .shared_attention import shared_cross_attention, supports_shared_attention
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,9 @@ class GenerationSettings:
     no_repeat_ngram_size: int | None = None
     window_tokens: int | None = None  # window length, special tokens included
     batch_windows: int | None = None  # windows encoded per batch
+    # Project cross-attention keys and values once for all beams (BART-style
+    # models); False runs model.generate's own per-beam attention.
+    shared_attention: bool = True
 
     def validate(self) -> None:
         for name in ("max_tokens", "beams", "window_tokens", "batch_windows"):
@@ -130,15 +135,19 @@ def generate_from_memory(
     """
     config = build_generation_config(model, settings)
     total = max_new_tokens(config)
-    # generate() expands the encoder outputs per beam in place, so each call
-    # gets a fresh wrapper around the shared states.
-    encoder_outputs = BaseModelOutput(last_hidden_state=memory.hidden_states)
     criteria = StoppingCriteriaList([_ProgressAndCancel(1, total, progress, cancel)])
 
     progress(0, total, "tokens")
-    with torch.inference_mode():
+    shared = settings.shared_attention and supports_shared_attention(model, memory)
+    with contextlib.ExitStack() as stack:
+        states = memory.hidden_states
+        if shared:
+            states = stack.enter_context(shared_cross_attention(model, memory))
+        stack.enter_context(torch.inference_mode())
+        # generate() expands the encoder outputs per beam in place, so each
+        # call gets a fresh wrapper.
         output = model.generate(
-            encoder_outputs=encoder_outputs,
+            encoder_outputs=BaseModelOutput(last_hidden_state=states),
             attention_mask=memory.attention_mask,
             generation_config=config,
             stopping_criteria=criteria,

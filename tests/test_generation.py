@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,22 @@ def test_invalid_settings_raise(loaded, settings):
 def test_max_tokens_beyond_decoder_positions(loaded):
     with pytest.raises(SettingsError, match="at most 1023"):
         summarize_document(_document(SHORT_TEXT), loaded, GenerationSettings(max_tokens=5000))
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+@pytest.mark.parametrize("sentences", [8, 900])
+def test_shared_attention_matches_generate(sharp, beams, sentences):
+    windows = document_windows(_document(_long_text(sentences)), sharp)
+    memory = encode_windows(sharp.model, windows)
+    settings = GenerationSettings(beams=beams, max_tokens=24, min_tokens=5)
+    shared = generate_from_memory(sharp.model, memory, settings)
+    plain = generate_from_memory(sharp.model, memory, dataclasses.replace(settings, shared_attention=False))
+    assert shared == plain
+
+
+def test_shared_attention_restores_modules(sharp):
+    before = [layer.encoder_attn for layer in sharp.model.get_decoder().layers]
+    windows = document_windows(_document(SHORT_TEXT), sharp)
+    generate_from_memory(sharp.model, encode_windows(sharp.model, windows), GenerationSettings(max_tokens=4))
+    after = [layer.encoder_attn for layer in sharp.model.get_decoder().layers]
+    assert after == before
