@@ -105,15 +105,19 @@ def summarize_document(
     settings: GenerationSettings = GenerationSettings(),
     progress: ProgressFn = ignore_progress,
     cancel: CancellationToken | None = None,
+    windows: Windows | None = None,
 ) -> Summary:
     """Summarize the whole of ``document``: every token is encoded and attended to.
 
     Progress comes in two stages, ``windows`` encoded and then ``tokens``
     generated; ``cancel`` is checked between windows and between decoding steps.
+    ``windows`` skips tokenizing again when the caller has already cut them
+    with ``document_windows`` and the same window length.
     """
     settings.validate()
     started = time.perf_counter()
-    windows = document_windows(document, loaded, settings.window_tokens)
+    if windows is None:
+        windows = document_windows(document, loaded, settings.window_tokens)
     log.info(
         "summarizing %s: %d tokens in %d windows", document.path.name, windows.total_tokens, len(windows)
     )
@@ -121,6 +125,8 @@ def summarize_document(
     with _memory_advice(loaded, len(windows)):
         memory = encode_windows(loaded.model, windows, settings.batch_windows, progress, cancel)
         token_ids = generate_from_memory(loaded.model, memory, settings, progress, cancel)
+        if cancel is not None:
+            cancel.raise_if_cancelled()
         sentences = sentence_sources(loaded, memory, token_ids, windows.windows)
     text = loaded.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 

@@ -1,0 +1,226 @@
+"""Finished summaries kept on disk, so a document is never summarized twice by accident.
+
+Each entry is one JSON file under ``user_data_dir("Synopsis")/history``,
+written atomically. An entry is found again by the SHA-256 of the document's
+bytes together with the model and the generation settings, so a renamed or
+moved copy of the same file still matches, and a changed file does not.
+
+The store keeps no state in memory besides its folder, so a GUI thread may
+list entries while a worker thread saves one: readers see a whole file or no
+file, because every write is an atomic rename.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import platformdirs
+
+from .errors import DocumentError
+from .files import write_text_atomic
+from .generation import GenerationSettings
+from .progress import CancellationToken
+from .summarize import SentenceSource, Summary
+from .windows import Window
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "Synopsis"
+ENTRY_FORMAT = 1  # version of the JSON layout of one entry
+HASH_CHUNK_BYTES = 1 << 20
+
+
+def default_history_folder() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)) / "history"
+
+
+def file_sha256(path: str | Path, cancel: CancellationToken | None = None) -> str:
+    """Return the hex SHA-256 of the file's bytes; ``cancel`` is checked between 1 MiB chunks."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            while chunk := stream.read(HASH_CHUNK_BYTES):
+                if cancel is not None:
+                    cancel.raise_if_cancelled()
+                digest.update(chunk)
+    except FileNotFoundError as error:
+        raise DocumentError(path, "file not found; check the path.") from error
+    except IsADirectoryError as error:
+        raise DocumentError(path, "this is a folder, not a file; choose a document inside it.") from error
+    except PermissionError as error:
+        raise DocumentError(path, "permission denied while opening the file; check its permissions.") from error
+    return digest.hexdigest()
+
+
+def settings_to_json(settings: GenerationSettings) -> dict:
+    return dataclasses.asdict(settings)
+
+
+@dataclass
+class HistoryEntry:
+    """One finished summary with everything needed to show it again without the model."""
+
+    id: str
+    source: str  # path of the document when it was summarized
+    content_hash: str  # hex SHA-256 of the document's bytes
+    model: str  # the model as the user chose it: a hub id or a folder
+    settings: dict  # GenerationSettings as a dict
+    summary: str
+    windows: list[dict]  # Window fields: index, token_start, token_end, char_start, char_end, pages
+    sentences: list[dict]  # SentenceSource.to_json() of each summary sentence
+    created: str  # ISO 8601 date and time, UTC
+    total_tokens: int
+    pages: int | None
+    words: int | None = None
+    seconds: float = 0.0
+    token_ids: list[int] = field(default_factory=list)
+    format: int = ENTRY_FORMAT
+
+    @property
+    def file_name(self) -> str:
+        return Path(self.source).name
+
+    @property
+    def created_local(self) -> datetime:
+        return datetime.fromisoformat(self.created).astimezone()
+
+    def matches(self, content_hash: str, model: str, settings: GenerationSettings) -> bool:
+        return (
+            self.content_hash == content_hash
+            and self.model == model
+            and self.settings == settings_to_json(settings)
+        )
+
+    def to_summary(self) -> Summary:
+        """Rebuild the engine's Summary from this entry, without recomputing anything."""
+        windows = [
+            Window(
+                index=item["index"],
+                token_start=item["token_start"],
+                token_end=item["token_end"],
+                char_start=item["char_start"],
+                char_end=item["char_end"],
+                pages=tuple(item["pages"]) if item.get("pages") else None,
+            )
+            for item in self.windows
+        ]
+        sentences = [
+            SentenceSource(
+                text=item["text"],
+                pages=tuple(item["pages"]) if item.get("pages") else None,
+                windows=tuple(item.get("windows") or ()),
+            )
+            for item in self.sentences
+        ]
+        return Summary(
+            file=Path(self.source),
+            text=self.summary,
+            token_ids=list(self.token_ids),
+            windows=windows,
+            total_tokens=self.total_tokens,
+            pages=self.pages,
+            seconds=self.seconds,
+            model=self.model,
+            sentences=sentences,
+        )
+
+    @classmethod
+    def from_json(cls, data: dict) -> HistoryEntry:
+        known = {item.name for item in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def entry_from_summary(
+    summary: Summary,
+    content_hash: str,
+    model: str,
+    settings: GenerationSettings,
+    words: int | None = None,
+) -> HistoryEntry:
+    """Build a new history entry, dated now, for a summary just computed."""
+    windows = [
+        {
+            "index": window.index,
+            "token_start": window.token_start,
+            "token_end": window.token_end,
+            "char_start": window.char_start,
+            "char_end": window.char_end,
+            "pages": list(window.pages) if window.pages else None,
+        }
+        for window in summary.windows
+    ]
+    return HistoryEntry(
+        id=uuid.uuid4().hex,
+        source=str(summary.file),
+        content_hash=content_hash,
+        model=model,
+        settings=settings_to_json(settings),
+        summary=summary.text,
+        windows=windows,
+        sentences=[sentence.to_json() for sentence in summary.sentences],
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        total_tokens=summary.total_tokens,
+        pages=summary.pages,
+        words=words,
+        seconds=round(summary.seconds, 3),
+        token_ids=list(summary.token_ids),
+    )
+
+
+class HistoryStore:
+    """A folder of history entries, one ``<id>.json`` file each."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_history_folder()
+
+    def path_for(self, entry_id: str) -> Path:
+        return self.folder / f"{entry_id}.json"
+
+    def save(self, entry: HistoryEntry) -> Path:
+        """Write ``entry`` atomically and return its file."""
+        path = self.path_for(entry.id)
+        write_text_atomic(path, json.dumps(dataclasses.asdict(entry), ensure_ascii=False, indent=1))
+        log.info("saved history entry %s for %s", entry.id, entry.source)
+        return path
+
+    def load(self, entry_id: str) -> HistoryEntry | None:
+        """Return the entry with ``entry_id``, or None when it is missing or unreadable."""
+        return self._read(self.path_for(entry_id))
+
+    def entries(self) -> list[HistoryEntry]:
+        """Return every readable entry, newest first; unreadable files are logged and skipped."""
+        if not self.folder.is_dir():
+            return []
+        found = [self._read(path) for path in self.folder.glob("*.json")]
+        entries = [entry for entry in found if entry is not None]
+        entries.sort(key=lambda entry: entry.created, reverse=True)
+        return entries
+
+    def find(self, content_hash: str, model: str, settings: GenerationSettings) -> HistoryEntry | None:
+        """Return the newest entry for the same document bytes, model and settings, if any."""
+        for entry in self.entries():
+            if entry.matches(content_hash, model, settings):
+                return entry
+        return None
+
+    def delete(self, entry_id: str) -> None:
+        self.path_for(entry_id).unlink(missing_ok=True)
+        log.info("deleted history entry %s", entry_id)
+
+    def _read(self, path: Path) -> HistoryEntry | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return HistoryEntry.from_json(data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            log.warning("skipped unreadable history entry %s: %s", path, error)
+            return None
