@@ -28,7 +28,7 @@ class DocumentError(SynopsisError):
 
     def __init__(self, path: str | Path, message: str) -> None:
         self.path = Path(path)
-        super().__init__(f"{self.path.name}: {message}")
+        super().__init__(f"{self.path.name or self.path}: {message}")
 
 
 class UnsupportedFormatError(DocumentError):

@@ -1,15 +1,37 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""File writes that never leave half a file, and never replace what is not a plain file."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, flush it to disk, then rename it over ``path``."""
+    """Write ``data`` to ``path`` so that a reader sees the old content or the new, never half.
+
+    The data goes to a temporary file beside the target, is flushed to disk
+    and renamed over it. A symbolic link is followed and its target replaced,
+    so the link survives. A named pipe or device is written directly, since
+    renaming over it would replace it with a plain file. A new file gets the
+    usual permissions (0666 less the umask); a replaced file keeps its own.
+    """
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        with open(path, "wb") as stream:
+            stream.write(data)
+        return
+
+    mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_current_umask()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -17,6 +39,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException:
         # BaseException too: a Ctrl-C during the write must not leave the temporary file.

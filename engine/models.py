@@ -174,6 +174,18 @@ def _check_local_folder(folder: Path) -> None:
         )
 
 
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+def _check_tokenizer_files(folder: Path) -> None:
+    # transformers 5 builds an empty tokenizer from a folder without these files, silently.
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelNotFoundError(
+            f"{folder} has no tokenizer files (tokenizer.json or tokenizer_config.json): "
+            "save the tokenizer into the folder with tokenizer.save_pretrained."
+        )
+
+
 def load_model(
     source: str | Path | None = None,
     device: str | None = None,
@@ -210,18 +222,28 @@ def load_model(
             "needs one such as BART, PEGASUS, mBART or T5."
         )
 
+    if local:
+        _check_tokenizer_files(Path(source))
     try:
         model = AutoModelForSeq2SeqLM.from_pretrained(source, use_safetensors=True, **common)
         tokenizer = AutoTokenizer.from_pretrained(source, **common)
     except ValueError as error:
         raise ModelError(f"'{source}' could not be loaded as a summarization model: {error}") from error
     except OSError as error:
-        if "safetensors" in str(error).lower():
+        if "safetensors" in str(error).lower() and "no file named" in str(error).lower():
             raise UnsafeWeightsError(
                 f"'{source}' has no safetensors weights; Synopsis does not load pickled "
                 "weights because they can run code."
             ) from error
         raise ModelError(f"'{source}' could not be loaded: {error}") from error
+    except Exception as error:  # noqa: BLE001 - safetensors and tokenizers raise their own types
+        log.exception("loading %s failed", source)
+        raise ModelError(
+            f"'{source}' could not be loaded ({type(error).__name__}: {error}). Its files may be "
+            "damaged or incomplete: download or copy the model again."
+        ) from error
+    if len(tokenizer) < 2 or not tokenizer("summary", add_special_tokens=False)["input_ids"]:
+        raise ModelError(f"'{source}' has an empty tokenizer: its tokenizer files are missing or damaged.")
 
     target = resolve_device(device)
     model.eval()

@@ -118,3 +118,21 @@ def test_t5_summarization_defaults(tiny_model_dir, tmp_path):
     assert loaded.special_prefix[-len(prefix_ids):] == prefix_ids
     assert loaded.model.generation_config.num_beams == 3
     assert loaded.model.generation_config.min_length == 7
+
+
+def test_folder_without_tokenizer(tiny_model_dir, tmp_path):
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model_dir, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(ModelNotFoundError, match="no tokenizer files"):
+        load_model(folder)
+
+
+def test_damaged_weights_are_model_error(tiny_model_dir, tmp_path):
+    folder = tmp_path / "damaged"
+    shutil.copytree(tiny_model_dir, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="damaged"):
+        load_model(folder)
