@@ -1,8 +1,8 @@
 """The ``synopsis`` command: inspect and summarize documents from a terminal.
 
-Exit codes: 0 success, 2 usage error, 3 document error, 4 model error,
-130 cancelled. With several files, each is processed and the exit code is the
-first failure's.
+Exit codes: 0 success, 1 output could not be written, 2 usage error,
+3 document error, 4 model error, 130 cancelled. With several files, each is
+processed and the exit code is the first failure's.
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Callable, TextIO
 
 from . import __version__
+from .cli_train import add_training_commands
 from .documents import SUPPORTED_SUFFIXES, DocumentLimits, load_document
 from .errors import Cancelled, DocumentError, ModelError, SettingsError, SynopsisError
 from .files import write_text_atomic
@@ -26,6 +29,7 @@ from .summarize import Summary, document_windows, summarize_document
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
+EXIT_OUTPUT = 1
 EXIT_USAGE = 2
 EXIT_DOCUMENT = 3
 EXIT_MODEL = 4
@@ -98,9 +102,13 @@ def render_summary(summary: Summary, output_format: str) -> str:
 
 
 def output_path_for(source: Path, output: Path, several: bool, output_format: str) -> Path:
-    """Return where a summary of ``source`` goes: ``output`` itself, or a file inside it for several inputs."""
+    """Return where a summary of ``source`` goes: ``output`` itself, or a file inside it for several inputs.
+
+    The file name keeps the input's extension (``report.pdf.summary.txt``),
+    so ``report.pdf`` and ``report.md`` in one call do not overwrite each other.
+    """
     if several or output.is_dir():
-        return output / f"{source.stem}.summary.{output_format}"
+        return output / f"{source.name}.summary.{output_format}"
     return output
 
 
@@ -126,10 +134,13 @@ def _load_model_for(args: argparse.Namespace) -> LoadedModel:
 
 def _print_error(path: Path | None, error: BaseException) -> None:
     message = str(error) or type(error).__name__
-    prefix = "synopsis: error: "
-    if path is not None and not (isinstance(error, DocumentError) and message.startswith(path.name)):
-        prefix += f"{path}: "
-    print(prefix + message, file=sys.stderr)
+    if path is not None:
+        # Document errors start with the file name; show the path as the user typed it.
+        own_prefix = f"{path.name or path}: "
+        if isinstance(error, DocumentError) and message.startswith(own_prefix):
+            message = message[len(own_prefix) :]
+        message = f"{path}: {message}"
+    print("synopsis: error: " + message, file=sys.stderr)
 
 
 def command_inspect(args: argparse.Namespace) -> int:
@@ -145,7 +156,10 @@ def command_inspect(args: argparse.Namespace) -> int:
             if isinstance(error, Cancelled):
                 return first_failure
             continue
-        if args.json:
+        if args.json and len(args.files) > 1:
+            # JSON Lines: one object per document, so the output stays parseable.
+            print(json.dumps(report, ensure_ascii=False))
+        elif args.json:
             print(json.dumps(report, ensure_ascii=False, indent=2))
         else:
             print(format_inspection(report))
@@ -202,13 +216,27 @@ def command_summarize(args: argparse.Namespace) -> int:
     several = len(args.files) > 1
     if args.output is not None:
         _check_output_not_an_input(args.files, args.output, several, args.format)
+        _check_output_names_unique(args.files, args.output, several, args.format)
         if several:
-            args.output.mkdir(parents=True, exist_ok=True)
+            _prepare_output_folder(args.output)
+        _check_output_writable(output_path_for(args.files[0], args.output, several, args.format))
+
+    # Files that cannot be opened fail now, before a model is loaded or downloaded for them.
+    first_failure = EXIT_OK
+    readable = []
+    for path in args.files:
+        problem = _unreadable_input(path)
+        if problem is None:
+            readable.append(path)
+            continue
+        _print_error(path, problem)
+        first_failure = first_failure or EXIT_DOCUMENT
+    if not readable:
+        return first_failure
 
     loaded = _load_model_for(args)
     bars = StageBars(enabled=not args.quiet)
-    first_failure = EXIT_OK
-    for path in args.files:
+    for path in readable:
         try:
             document = load_document(path, password=args.password, limits=_limits(args), progress=bars)
             summary = summarize_document(document, loaded, settings, progress=bars)
@@ -221,8 +249,53 @@ def command_summarize(args: argparse.Namespace) -> int:
                 return first_failure
             continue
         bars.close()
-        emit_summary(summary, args, several)
+        try:
+            emit_summary(summary, args, several)
+        except OSError as error:
+            log.error("writing the summary of %s failed: %s", path, error)
+            _print_error(path, OSError(f"the summary could not be written: {error}. Choose another --output."))
+            first_failure = first_failure or EXIT_OUTPUT
     return first_failure
+
+
+def _unreadable_input(path: Path) -> DocumentError | None:
+    """Return the error for an input that does not exist or is not a file, else None."""
+    if not path.exists():
+        return DocumentError(path, "file not found. Check the path.")
+    if not path.is_file():
+        return DocumentError(path, "not a file. Give the path of a PDF, DOCX, TXT or MD document.")
+    return None
+
+
+def _check_output_names_unique(paths: list[Path], output: Path, several: bool, output_format: str) -> None:
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        target = output_path_for(path, output, several, output_format).resolve()
+        if target in seen:
+            raise SettingsError(
+                f"{seen[target]} and {path} would both be written to {target}: "
+                "summarize them in separate calls or rename one."
+            )
+        seen[target] = path
+
+
+def _check_output_writable(target: Path) -> None:
+    """Fail before any work when the folder of ``target`` cannot be written."""
+    folder = target.parent if not target.is_dir() else target
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise SettingsError(f"--output {target} cannot be written: {probe} is not a writable folder.")
+
+
+def _prepare_output_folder(output: Path) -> None:
+    if output.exists() and not output.is_dir():
+        raise SettingsError(f"--output {output} is a file, but several inputs need a folder: give a folder path.")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SettingsError(f"--output folder {output} could not be created: {error}.") from error
 
 
 def emit_summary(summary: Summary, args: argparse.Namespace, several: bool) -> None:
@@ -245,6 +318,7 @@ def emit_summary(summary: Summary, args: argparse.Namespace, several: bool) -> N
 
 
 def command_gui(args: argparse.Namespace) -> int:
+    files = getattr(args, "files", None) or []
     try:
         from synopsis.app.main import run_gui  # noqa: PLC0415 - Qt loads only for the GUI
     except ImportError as error:
@@ -255,23 +329,40 @@ def command_gui(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    return run_gui()
+    return run_gui(files)
 
 
 # Arguments ------------------------------------------------------------------
 
 
+def _whole_number(value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{value}'") from None
+
+
 def _positive(value: str) -> int:
-    number = int(value)
+    number = _whole_number(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number
 
 
 def _non_negative(value: str) -> int:
-    number = int(value)
+    number = _whole_number(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
+def _finite(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{value}'") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {value}")
     return number
 
 
@@ -285,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     model_options = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS keeps a -v given before the command from being reset here.
+    model_options.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress details to stderr"
+    )
     model_options.add_argument(
         "--password", help="password of an encrypted PDF (applies to every file given)"
     )
@@ -333,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-tokens", type=_non_negative, metavar="N", help="minimum number of summary tokens"
     )
     summarize.add_argument("--beams", type=_positive, metavar="N", help="beam search width (1 is greedy)")
-    summarize.add_argument("--length-penalty", type=float, metavar="F", help="beam length penalty")
+    summarize.add_argument("--length-penalty", type=_finite, metavar="F", help="beam length penalty")
     summarize.add_argument(
         "--no-repeat-ngram-size", type=_non_negative, metavar="N", help="forbid repeating n-grams of this size"
     )
@@ -344,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     summarize.set_defaults(handler=command_summarize)
 
+    add_training_commands(commands, model_options)
+
     gui = commands.add_parser("gui", help="open the desktop window (the default with no command)")
+    gui.add_argument("files", nargs="*", type=Path, metavar="FILE", help="documents to queue for summarizing")
     gui.set_defaults(handler=command_gui)
     return parser
 
@@ -361,6 +459,16 @@ def main(argv: list[str] | None = None) -> int:
         log.info("cancelled with Ctrl-C")
         print("\nsynopsis: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:
+        # The reader of stdout went away (for example `| head`). Point stdout at
+        # devnull so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OUTPUT
+    except OSError as error:
+        # Writing to stdout failed (a full disk behind a redirect, for example).
+        log.error("output failed: %s", error)
+        print(f"synopsis: error: {error}", file=sys.stderr)
+        return EXIT_OUTPUT
     except SynopsisError as error:
         log.error("%s", error)
         _print_error(None, error)

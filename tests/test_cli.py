@@ -153,7 +153,7 @@ def test_several_files_into_folder(capsys, tiny_model_dir, tmp_path):
     )
     assert code == 0, err
     names = sorted(p.name for p in (tmp_path / "summaries").iterdir())
-    assert names == ["mozilla_pdf.js__copy_paste_ligatures.summary.txt", "ocrmypdf_OCRmyPDF__linn.summary.txt"]
+    assert names == ["mozilla_pdf.js__copy_paste_ligatures.pdf.summary.txt", "ocrmypdf_OCRmyPDF__linn.txt.summary.txt"]
 
 
 def test_output_over_input_rejected(capsys, tiny_model_dir, tmp_path):
@@ -278,3 +278,90 @@ def test_ctrl_c_leaves_no_output(tiny_model_dir, tmp_path):
     assert process.returncode == EXIT_CANCELLED, bytes(seen).decode(errors="replace")
     assert b"cancelled" in seen
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unwritable_output_is_reported(capsys, tiny_model_dir, tmp_path):
+    # A regular file where the output folder should be: unwritable even for root.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("", encoding="utf-8")
+    code, _, err = _run(
+        capsys, "summarize", _document("ocrmypdf_OCRmyPDF__linn.txt"), "--model", tiny_model_dir,
+        "--output", blocker / "summary.txt", "--quiet",
+    )
+    # Checked before any work, so the user does not wait for a summary that cannot be saved.
+    assert code == EXIT_USAGE
+    assert "cannot be written" in err
+    assert "Traceback" not in err
+
+
+def test_output_file_for_several_inputs(capsys, tiny_model_dir, tmp_path):
+    existing = tmp_path / "summary.txt"
+    existing.write_text("keep me", encoding="utf-8")
+    first = _document("ocrmypdf_OCRmyPDF__linn.txt")
+    second = _document("mozilla_pdf.js__copy_paste_ligatures.pdf")
+    code, _, err = _run(capsys, "summarize", first, second, "--model", tiny_model_dir, "--output", existing)
+    assert code == EXIT_USAGE
+    assert "needs a folder" in err or "need a folder" in err
+    assert existing.read_text(encoding="utf-8") == "keep me"
+
+
+def test_missing_input_fails_before_model(capsys, tmp_path):
+    # The default hub model is not cached: a model load would fail with exit 4.
+    code, _, err = _run(capsys, "summarize", tmp_path / "missing.pdf")
+    assert code == EXIT_DOCUMENT
+    assert "missing.pdf: file not found" in err
+
+
+def test_same_names_rejected(capsys, tiny_model_dir, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "report.md").write_text("A short report about budgets.", encoding="utf-8")
+    code, _, err = _run(
+        capsys, "summarize", tmp_path / "a" / "report.md", tmp_path / "b" / "report.md",
+        "--model", tiny_model_dir, "--output", tmp_path / "out",
+    )
+    assert code == EXIT_USAGE
+    assert "would both be written" in err
+
+
+def test_output_names_keep_extension(capsys, tiny_model_dir, tmp_path):
+    for suffix in ("md", "txt"):
+        (tmp_path / f"report.{suffix}").write_text("A short report about budgets.", encoding="utf-8")
+    code, _, err = _run(
+        capsys, "summarize", tmp_path / "report.md", tmp_path / "report.txt",
+        "--model", tiny_model_dir, "--output", tmp_path / "out", "--quiet",
+    )
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.md.summary.txt", "report.txt.summary.txt"]
+
+
+def test_output_through_symlink_keeps_link(capsys, tiny_model_dir, tmp_path):
+    real = tmp_path / "real.txt"
+    real.write_text("old", encoding="utf-8")
+    link = tmp_path / "link.txt"
+    link.symlink_to(real)
+    code, _, err = _run(
+        capsys, "summarize", _document("ocrmypdf_OCRmyPDF__linn.txt"), "--model", tiny_model_dir, "--output", link, "--quiet"
+    )
+    assert code == 0, err
+    assert link.is_symlink()
+    assert real.read_text(encoding="utf-8") != "old"
+
+
+def test_verbose_after_command(capsys, tiny_model_dir):
+    code, _, _ = _run(capsys, "inspect", _document("ocrmypdf_OCRmyPDF__linn.txt"), "-v")
+    assert code == 0
+
+
+def test_inspect_several_json_lines(capsys):
+    code, out, _ = _run(
+        capsys, "inspect", _document("ocrmypdf_OCRmyPDF__linn.txt"), _document("mozilla_pdf.js__tracemonkey.pdf"), "--json"
+    )
+    assert code == 0
+    assert [json.loads(line)["format"] for line in out.strip().splitlines()] == ["txt", "pdf"]
+
+
+def test_non_finite_length_penalty(capsys):
+    with pytest.raises(SystemExit):
+        main(["summarize", "x.pdf", "--length-penalty", "nan"])
+    assert "finite" in capsys.readouterr().err

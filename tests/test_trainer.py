@@ -340,3 +340,21 @@ def test_patience_needs_validation_pairs(fresh, tmp_path):
 def test_max_steps_caps_whole_run(fresh, tmp_path):
     result = Trainer(fresh(), make_pairs(6), [], settings(epochs=5, max_steps=4), tmp_path).run()
     assert result.steps == result.total_steps == 4
+
+
+def test_cancel_during_evaluation_keeps_step(fresh, tmp_path):
+    token = CancellationToken()
+
+    def cancel_at_second_step(event):
+        if isinstance(event, StepEvent) and event.step == 2:
+            token.cancel()
+
+    result = Trainer(
+        fresh(), make_pairs(4), make_pairs(2, offset=10), settings(), tmp_path,
+        cancel=token, on_event=cancel_at_second_step, metric_fn=overlap_metric,
+    ).run()
+    assert result.cancelled
+    assert result.steps == 2
+    assert (tmp_path / "checkpoints" / "step-000002" / "COMPLETE").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert not any("eval" in row for row in rows)

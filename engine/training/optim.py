@@ -47,3 +47,14 @@ def build_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_fr
         return max(remaining, 0) / max(total_steps - warmup, 1)
 
     return LambdaLR(optimizer, factor)
+
+
+def reapply_schedule(schedule: LambdaLR) -> None:
+    """Set each group's rate from the schedule's own factor at its current step.
+
+    A restored optimizer keeps the rate the saved run computed, which is wrong
+    when the run is resumed with another total (a larger ``--max-steps``).
+    """
+    for group, base, factor in zip(schedule.optimizer.param_groups, schedule.base_lrs, schedule.lr_lambdas):
+        group["lr"] = base * factor(schedule.last_epoch)
+    schedule._last_lr = [group["lr"] for group in schedule.optimizer.param_groups]

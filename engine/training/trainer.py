@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..errors import OutOfMemoryError, SettingsError, SynopsisError
+from ..errors import Cancelled, OutOfMemoryError, SettingsError, SynopsisError
 from ..files import write_text_atomic
 from ..models import LoadedModel
 from ..pairs import Pair
@@ -39,7 +39,7 @@ from .events import (
     TrainingResult,
 )
 from .examples import epoch_order, prepare_example
-from .optim import build_optimizer, build_schedule
+from .optim import build_optimizer, build_schedule, reapply_schedule
 from .precision import precision_for
 from .seeding import capture_rng_state, preserved_rng_state, restore_rng_state, seed_everything
 from .settings import TrainingSettings
@@ -166,7 +166,11 @@ class Trainer:
 
             # Evaluate and checkpoint every eval_every steps and after the last one.
             if state.step % settings.eval_every == 0 or state.step == self.total_steps:
-                improved = self._evaluate(state) if self.validation_pairs else False
+                try:
+                    improved = self._evaluate(state) if self.validation_pairs else False
+                except Cancelled:
+                    # The step itself finished, so it is kept; only its evaluation is dropped.
+                    return self._cancelled(state, optimizer, schedule, scaler, capture_rng_state(), saved_step)
                 self._save(state, optimizer, schedule, scaler, capture_rng_state(), improved)
                 saved_step = state.step
                 if settings.patience is not None and state.evaluations_without_improvement >= settings.patience:
@@ -265,6 +269,7 @@ class Trainer:
                 settings.best_metric,
                 settings.higher_is_better,
                 self.precision.autocast_dtype,
+                cancel=self.cancel,
             )
         if settings.best_metric not in result.metrics:
             raise SettingsError(
@@ -337,6 +342,7 @@ class Trainer:
         checkpoint.load_model_weights(self.model, folder)
         optimizer.load_state_dict(checkpoint.read_tensors(folder, "optimizer"))
         schedule.load_state_dict(checkpoint.read_tensors(folder, "scheduler"))
+        reapply_schedule(schedule)
         saved_scaler = checkpoint.read_tensors(folder, "scaler")
         if scaler is not None and saved_scaler is not None:
             scaler.load_state_dict(saved_scaler)

@@ -1,0 +1,504 @@
+"""The ``train`` and ``evaluate`` subcommands of ``synopsis``.
+
+``train`` loads the pairs, runs the pre-flight check (which prints pair,
+token and window counts and the memory and time estimates), then fine-tunes
+with the gradient-cached trainer. The first Ctrl-C cancels: the trainer stops
+after the current document and saves a checkpoint. A second Ctrl-C stops at
+once.
+``evaluate`` summarizes every pair's document and prints ROUGE scores.
+
+Exit codes are those of ``summarize``: 0 success, 2 usage error, 3 document
+or data error, 4 model error, 130 cancelled.
+
+This module imports ``cli`` inside functions only, because ``cli`` imports
+this module while it is itself loading.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from .errors import DocumentError, SettingsError
+from .evaluation import ROUGE_KEYS, EvaluationReport, evaluate_pairs
+from .generation import GenerationSettings
+from .models import LoadedModel
+from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, LoadedPairs, Pair, RejectedPair, load_pairs, split_pairs
+from .preflight import PreflightReport, format_report, preflight
+from .progress import CancellationToken, ProgressFn
+from .training import EvaluationEvent, StepEvent, Trainer, TrainingDivergedError, TrainingEvent, TrainingResult
+from .training.settings import PRECISIONS, ROUGE_METRICS, TrainingSettings
+
+log = logging.getLogger(__name__)
+
+MAX_LISTED_REJECTIONS = 50  # rejected pairs printed one per line before the rest are counted
+
+
+class BadPairsError(DocumentError):
+    """Some pairs cannot be used and the user did not ask to skip them."""
+
+
+# Progress -------------------------------------------------------------------
+
+
+class Bars:
+    """tqdm bars on stderr, one per stage, with an optional postfix such as the latest loss."""
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.bar = None
+
+    def stage(self, label: str, unit: str) -> ProgressFn:
+        """Return a progress callback that draws a new bar named ``label`` when first called."""
+        started = False
+
+        def report(done: int, total: int, _unit: str) -> None:
+            nonlocal started
+            if not self.enabled:
+                return
+            if not started:
+                self.close()
+                from tqdm import tqdm
+
+                # A resumed run starts part-way, so the rate and ETA count only new steps.
+                self.bar = tqdm(
+                    total=total, initial=max(done - 1, 0), desc=label, unit=f" {unit}", file=self.stream,
+                    leave=False, dynamic_ncols=True,
+                )
+                started = True
+            self.bar.total = total
+            self.bar.update(done - self.bar.n)
+
+        return report
+
+    def postfix(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+
+    def write(self, line: str, stream: TextIO | None = None) -> None:
+        """Print ``line`` above the bar without breaking it."""
+        stream = stream if stream is not None else sys.stdout
+        if self.bar is not None:
+            self.bar.write(line, file=stream)
+        else:
+            print(line, file=stream)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class CtrlC:
+    """Turns the first Ctrl-C into a cancel request and lets the second one interrupt at once."""
+
+    def __init__(self, token: CancellationToken, message: str) -> None:
+        self.token = token
+        self.message = message
+        self.previous = None
+
+    def __enter__(self) -> "CtrlC":
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:
+            # Not the main thread (an embedding program): Ctrl-C keeps its usual effect.
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.token.cancel()
+        print(f"\nsynopsis: {self.message} (press Ctrl-C again to stop at once)", file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+# Shared steps -----------------------------------------------------------------
+
+
+def _load_pair_file(path: Path, args: argparse.Namespace, bars: Bars, label: str) -> LoadedPairs:
+    return load_pairs(
+        path,
+        document_field=args.document_field,
+        summary_field=args.summary_field,
+        password=args.password,
+        progress=bars.stage(label, "pairs"),
+    )
+
+
+def _print_rejected(rejected: list[RejectedPair], heading: str) -> None:
+    print(f"synopsis: {heading}:", file=sys.stderr)
+    for item in rejected[:MAX_LISTED_REJECTIONS]:
+        print(f"  {item}", file=sys.stderr)
+    if len(rejected) > MAX_LISTED_REJECTIONS:
+        print(f"  ... and {len(rejected) - MAX_LISTED_REJECTIONS} more (all are in the log file)", file=sys.stderr)
+
+
+def _check_rejected(rejected: list[RejectedPair], skip: bool, origin: str) -> None:
+    """Stop with a data error listing ``rejected``, unless ``skip`` allows training without them."""
+    if not rejected:
+        return
+    if skip:
+        _print_rejected(rejected, f"skipping {len(rejected)} pairs that cannot be used")
+        return
+    _print_rejected(rejected, f"{len(rejected)} pairs cannot be used")
+    raise BadPairsError(
+        origin,
+        f"{len(rejected)} pairs cannot be used (listed above): fix them, or pass --skip-bad-pairs to go on without them.",
+    )
+
+
+def _generation_settings(args: argparse.Namespace, max_tokens: int | None, beams: int | None) -> GenerationSettings:
+    return GenerationSettings(max_tokens=max_tokens, beams=beams, window_tokens=args.window_tokens)
+
+
+# train ------------------------------------------------------------------------
+
+
+def training_settings(args: argparse.Namespace) -> TrainingSettings:
+    """Build TrainingSettings from the options given; the others keep their defaults."""
+    options = {
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "learning_rate": args.lr,
+        "accumulate": args.accumulate,
+        "chunk_windows": args.chunk_windows,
+        "eval_every": args.eval_every,
+        "patience": args.patience,
+        "best_metric": args.best_metric,
+        "seed": args.seed,
+        "precision": args.precision,
+        "window_tokens": args.window_tokens,
+        "max_eval_pairs": args.max_eval_pairs,
+    }
+    values = {name: value for name, value in options.items() if value is not None}
+    values["eval_generation"] = _generation_settings(args, args.eval_max_tokens, args.eval_beams)
+    settings = TrainingSettings(**values)
+    settings.validate()
+    return settings
+
+
+def _training_pairs(args: argparse.Namespace, bars: Bars) -> tuple[list[Pair], list[Pair], list[RejectedPair]]:
+    """Load the training pairs and the validation pairs (a separate file or a seeded split)."""
+    loaded = _load_pair_file(args.pairs, args, bars, "Reading pairs")
+    rejected = list(loaded.rejected)
+    if args.validation is not None:
+        validation = _load_pair_file(args.validation, args, bars, "Reading validation pairs")
+        rejected += validation.rejected
+        return loaded.pairs, validation.pairs, rejected
+    if args.val_fraction is not None:
+        seed = args.seed if args.seed is not None else TrainingSettings().seed
+        train, held_out = split_pairs(loaded.pairs, args.val_fraction, seed)
+        return train, held_out, rejected
+    return loaded.pairs, [], rejected
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from . import cli
+
+    settings = training_settings(args)
+    _check_output_folder(args.output, args.resume)
+    bars = Bars(enabled=not args.quiet)
+    try:
+        train, validation, rejected = _training_pairs(args, bars)
+    finally:
+        bars.close()
+    # Pairs that failed to load are reported before the model loads, which takes far longer.
+    _check_rejected(rejected, args.skip_bad_pairs, str(args.pairs))
+    if settings.patience is not None and not validation:
+        raise SettingsError("--patience needs validation pairs: pass --validation or --val-fraction.")
+
+    loaded = cli._load_model_for(args)
+    train, validation = _run_preflight(args, loaded, settings, train, validation, bars)
+    if args.dry_run:
+        return cli.EXIT_OK
+
+    token = CancellationToken()
+    reporter = _TrainingReporter(bars)
+    trainer = Trainer(
+        loaded,
+        train,
+        validation,
+        settings,
+        args.output,
+        progress=bars.stage("Training", "steps"),
+        cancel=token,
+        on_event=reporter,
+    )
+    try:
+        with CtrlC(token, "stopping after the current document and saving a checkpoint"):
+            result = trainer.run(resume=args.resume)
+    except TrainingDivergedError as error:
+        bars.close()
+        cli._print_error(None, error)
+        return cli.EXIT_MODEL
+    finally:
+        bars.close()
+    return _report_result(result, cli)
+
+
+def _run_preflight(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    settings: TrainingSettings,
+    train: list[Pair],
+    validation: list[Pair],
+    bars: Bars,
+) -> tuple[list[Pair], list[Pair]]:
+    """Print the pre-flight report and return the pairs to train and validate on; raise if bad pairs must stop the run."""
+    try:
+        report = preflight(loaded, train, validation, settings, progress=bars.stage("Checking pairs", "pairs"))
+    finally:
+        bars.close()
+    for line in format_report(report):
+        print(line)
+    if not validation:
+        print(
+            "Note:        no validation pairs, so no evaluation runs and best/ is not written; "
+            "pass --validation or --val-fraction."
+        )
+    sys.stdout.flush()
+
+    _check_rejected(report.rejected, args.skip_bad_pairs, str(args.pairs))
+    train, validation = _usable_pairs(report, train, validation)
+    if not train:
+        raise BadPairsError(args.pairs, "no training pairs are left to train on.")
+    return train, validation
+
+
+def _check_output_folder(output: Path, resume: bool) -> None:
+    """Raise before any slow work when a new run would start in a folder that contains one.
+
+    The trainer makes the same check, but only after the model has loaded.
+    """
+    if resume or not output.is_dir():
+        return
+    checkpoints = output / "checkpoints"
+    if (output / "metrics.jsonl").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir())):
+        raise SettingsError(
+            f"{output} already contains a training run: continue it with --resume, or choose an empty folder."
+        )
+
+
+def _usable_pairs(report: PreflightReport, train: list[Pair], validation: list[Pair]) -> tuple[list[Pair], list[Pair]]:
+    """Drop the pairs the pre-flight check rejected; lengths are in train-then-validation order."""
+    usable = [problem is None for problem in report.problems]
+    return (
+        [pair for pair, ok in zip(train, usable[: len(train)]) if ok],
+        [pair for pair, ok in zip(validation, usable[len(train) :]) if ok],
+    )
+
+
+class _TrainingReporter:
+    """Shows the latest loss on the bar and prints a line per evaluation."""
+
+    def __init__(self, bars: Bars) -> None:
+        self.bars = bars
+
+    def __call__(self, event: TrainingEvent) -> None:
+        if isinstance(event, StepEvent):
+            loss = "skipped" if event.skipped else f"{event.loss:.4f}"
+            self.bars.postfix(f"loss {loss}, lr {event.learning_rate:.2e}")
+        elif isinstance(event, EvaluationEvent):
+            metrics = ", ".join(f"{name} {value:.4f}" for name, value in event.metrics.items())
+            best = " (best so far)" if event.is_best else ""
+            self.bars.write(f"Step {event.step}: {metrics}{best}")
+
+
+def _report_result(result: TrainingResult, cli) -> int:
+    if result.cancelled:
+        print(
+            f"Cancelled after step {result.steps} of {result.total_steps}; the checkpoint is saved. "
+            f"Continue with: synopsis train ... --output {result.output_dir} --resume",
+            file=sys.stderr,
+        )
+        return cli.EXIT_CANCELLED
+    ending = "stopped early (no improvement)" if result.stopped_early else "finished"
+    print(f"Training {ending} after {result.steps} of {result.total_steps} steps.")
+    if result.skipped_steps:
+        print(f"Skipped steps: {result.skipped_steps} (loss or gradient not finite)")
+    if result.best_dir is not None:
+        print(f"Best model:  {result.best_dir} (step {result.best_step}, {result.best_value:.4f})")
+    if result.last_dir is not None:
+        print(f"Last model:  {result.last_dir}")
+    print(f"Metrics:     {result.output_dir / 'metrics.jsonl'}")
+    return cli.EXIT_OK
+
+
+# evaluate ---------------------------------------------------------------------
+
+
+def command_evaluate(args: argparse.Namespace) -> int:
+    from . import cli
+
+    settings = _generation_settings(args, args.max_tokens, args.beams)
+    settings.validate()
+    bars = Bars(enabled=not args.quiet)
+    try:
+        loaded_pairs = _load_pair_file(args.pairs, args, bars, "Reading pairs")
+    finally:
+        bars.close()
+    _check_rejected(loaded_pairs.rejected, args.skip_bad_pairs, str(args.pairs))
+    if not loaded_pairs.pairs:
+        raise BadPairsError(args.pairs, "no pairs to evaluate.")
+
+    loaded = cli._load_model_for(args)
+    token = CancellationToken()
+    try:
+        with CtrlC(token, "stopping"):
+            report = evaluate_pairs(
+                loaded, loaded_pairs.pairs, settings, progress=bars.stage("Evaluating", "pairs"), cancel=token
+            )
+    finally:
+        bars.close()
+    if args.json:
+        print(json.dumps(report.to_json(), ensure_ascii=False, indent=2))
+    else:
+        print(format_evaluation(report))
+    return cli.EXIT_OK
+
+
+def format_evaluation(report: EvaluationReport) -> str:
+    """Return the mean ROUGE F1 scores as a small table, in percent."""
+    labels = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum"}
+    lines = [f"Model:       {report.model}", f"Pairs:       {len(report.pairs)} in {report.seconds:.1f} s"]
+    lines += [f"{labels[key] + ':':<12} {100 * report.mean[key]:.2f}" for key in ROUGE_KEYS]
+    return "\n".join(lines)
+
+
+# Arguments --------------------------------------------------------------------
+
+
+def _fraction(value: str) -> float:
+    number = float(value)
+    if not 0 < number < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {number}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {number}")
+    return number
+
+
+def _add_pair_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--document-field",
+        default=DEFAULT_DOCUMENT_FIELD,
+        metavar="NAME",
+        help=f"CSV column or JSON key of the document text or file path (default: {DEFAULT_DOCUMENT_FIELD})",
+    )
+    parser.add_argument(
+        "--summary-field",
+        default=DEFAULT_SUMMARY_FIELD,
+        metavar="NAME",
+        help=f"CSV column or JSON key of the reference summary (default: {DEFAULT_SUMMARY_FIELD})",
+    )
+    parser.add_argument(
+        "--skip-bad-pairs",
+        action="store_true",
+        help="leave out pairs that cannot be used, listing them (default: stop and list them)",
+    )
+
+
+def add_training_commands(commands: argparse._SubParsersAction, model_options: argparse.ArgumentParser) -> None:
+    """Add the ``train`` and ``evaluate`` subcommands to ``commands``."""
+    from .cli import _non_negative, _positive  # noqa: PLC0415 - cli is loaded by now, see the module docstring
+    from .models import DEFAULT_MODEL
+
+    defaults = TrainingSettings()
+    pairs_help = (
+        "a folder of documents with summaries beside them (report.pdf + report.summary.txt, or documents/ "
+        "and summaries/ subfolders), a .csv/.tsv file or a .jsonl file"
+    )
+    train = commands.add_parser(
+        "train",
+        parents=[model_options],
+        help="fine-tune a model on your document/summary pairs",
+        description=(
+            "Fine-tune an encoder-decoder on whole documents with gradient caching. A pre-flight check "
+            "runs first and prints token counts and memory and time estimates. The output folder "
+            "receives metrics.jsonl, checkpoints/, last/ and best/ (best/ needs validation pairs)."
+        ),
+    )
+    train.add_argument("--pairs", type=Path, required=True, metavar="PATH", help=f"training pairs: {pairs_help}")
+    validation = train.add_mutually_exclusive_group()
+    validation.add_argument("--validation", type=Path, metavar="PATH", help="validation pairs, in any pairs format")
+    validation.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        metavar="F",
+        help="hold out this fraction of --pairs for validation, chosen by --seed",
+    )
+    train.add_argument(
+        "--model", metavar="M", default=DEFAULT_MODEL, help=f"model folder or hub id to start from (default: {DEFAULT_MODEL})"
+    )
+    train.add_argument("--output", "-o", type=Path, required=True, metavar="DIR", help="run folder")
+    train.add_argument("--epochs", type=_positive, metavar="N", help=f"passes over the training pairs (default: {defaults.epochs})")
+    train.add_argument(
+        "--max-steps",
+        type=_positive,
+        metavar="N",
+        help="stop after N optimizer steps in total, counting the steps before a --resume",
+    )
+    train.add_argument("--lr", type=_positive_float, metavar="X", help=f"peak learning rate (default: {defaults.learning_rate:g})")
+    train.add_argument("--accumulate", type=_positive, metavar="N", help=f"documents per optimizer step (default: {defaults.accumulate})")
+    train.add_argument(
+        "--chunk-windows",
+        type=_positive,
+        metavar="N",
+        help=f"windows re-encoded with gradients at once; more is faster and uses more memory (default: {defaults.chunk_windows})",
+    )
+    train.add_argument(
+        "--eval-every", type=_positive, metavar="N", help=f"optimizer steps between evaluations and checkpoints (default: {defaults.eval_every})"
+    )
+    train.add_argument(
+        "--patience", type=_positive, metavar="N", help="stop after N evaluations without improvement (default: never)"
+    )
+    train.add_argument(
+        "--best-metric",
+        choices=ROUGE_METRICS + ("loss",),
+        help=f"metric that picks the best checkpoint (default: {defaults.best_metric})",
+    )
+    train.add_argument("--seed", type=_non_negative, metavar="N", help=f"random seed for the split, order and dropout (default: {defaults.seed})")
+    train.add_argument("--precision", choices=PRECISIONS, help=f"auto: bf16 or fp16 on a CUDA GPU, fp32 elsewhere (default: {defaults.precision})")
+    train.add_argument("--eval-max-tokens", type=_positive, metavar="N", help="maximum tokens generated per validation summary")
+    train.add_argument("--eval-beams", type=_positive, metavar="N", help="beam width when generating validation summaries")
+    train.add_argument("--max-eval-pairs", type=_positive, metavar="N", help="validation pairs used per evaluation (default: all)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --output from its newest checkpoint")
+    train.add_argument("--dry-run", action="store_true", help="run the pre-flight check only")
+    train.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    train.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _add_pair_options(train)
+    train.set_defaults(handler=command_train)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        parents=[model_options],
+        help="score a model's summaries of your pairs with ROUGE",
+        description=(
+            "Summarize the document of every pair and print the mean ROUGE-1, ROUGE-2, ROUGE-L and "
+            "ROUGE-Lsum F1 against the reference summaries; with --json, each pair's scores too."
+        ),
+    )
+    evaluate.add_argument("--pairs", type=Path, required=True, metavar="PATH", help=f"pairs to evaluate on: {pairs_help}")
+    evaluate.add_argument(
+        "--model", metavar="M", default=DEFAULT_MODEL, help=f"model folder or hub id (default: {DEFAULT_MODEL})"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print JSON with each pair's summary and scores")
+    evaluate.add_argument("--max-tokens", type=_positive, metavar="N", help="maximum number of summary tokens")
+    evaluate.add_argument("--beams", type=_positive, metavar="N", help="beam search width (1 is greedy)")
+    evaluate.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    evaluate.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_pair_options(evaluate)
+    evaluate.set_defaults(handler=command_evaluate)
