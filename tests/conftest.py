@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # Set before any test module imports huggingface_hub or platformdirs: both
 # read the environment once, at import time.
 _SANDBOX = Path(tempfile.mkdtemp(prefix="synopsis-tests-"))
+atexit.register(shutil.rmtree, _SANDBOX, ignore_errors=True)
 for _name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
     os.environ[_name] = str(_SANDBOX / _name.lower())
 os.environ["HF_HOME"] = str(_SANDBOX / "hf-home")
