@@ -7,7 +7,7 @@ re-emits them, so every result, error and progress report is delivered on the
 GUI thread. The worker never touches a widget.
 
 The worker loads the model once and keeps it for later jobs, and loads it
-again only when a job asks for another model or device.
+again only when a job requests another model or device.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Job:
 
 @dataclass(frozen=True)
 class DocumentStats:
-    """What reading a document found."""
+    """Statistics of a document that has been read."""
 
     pages: int | None
     words: int
@@ -67,7 +67,7 @@ class DocumentStats:
 
 @dataclass(frozen=True)
 class WindowStats:
-    """How the document was cut for the encoder."""
+    """Counts of the document's encoder windows."""
 
     tokens: int
     windows: int

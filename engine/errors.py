@@ -1,7 +1,7 @@
 """Exception types the engine raises, with messages written for users.
 
-Every message names the file or model involved, says what is wrong and what
-to do next, so both fronts can show ``str(error)`` as it is.
+Every message names the file or model involved, what is wrong and what to do
+next, so both fronts can show ``str(error)`` as it is.
 """
 
 from __future__ import annotations

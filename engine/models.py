@@ -154,7 +154,7 @@ def _looks_like_path(source: str) -> bool:
 def _check_local_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise ModelNotFoundError(
-            f"Model folder not found: {folder}. Pass --model with a folder that holds "
+            f"Model folder not found: {folder}. Pass --model with a folder that contains "
             "config.json, the tokenizer files and model.safetensors."
         )
     if not (folder / "config.json").is_file():

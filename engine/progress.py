@@ -2,8 +2,8 @@
 
 Every long call takes ``progress(done, total, unit)`` in work units (windows
 encoded, tokens generated, optimizer steps) and a :class:`CancellationToken`
-that it checks between units, so an ETA derived from the reports is honest and
-a cancel takes effect within one unit of work.
+that it checks between units. An ETA derived from the reports is then honest,
+and a cancel takes effect within one unit of work.
 """
 
 from __future__ import annotations
