@@ -38,6 +38,7 @@ class Actions:
     preferences: QAction
     models: QAction
     local_model: QAction
+    finetune: QAction
     quit: QAction
     length: QComboBox
 
@@ -65,6 +66,7 @@ def build(window: MainWindow) -> Actions:
         preferences=_action(window, "&Preferences…", lambda: edit_preferences(window), ["Ctrl+,"]),
         models=_action(window, "&Models…", lambda: open_model_manager(window)),
         local_model=_action(window, "Use &local model folder…", lambda: choose_model_folder(window)),
+        finetune=_action(window, "&Fine-tune…", lambda: open_finetune(window), tip="Fine-tune a model on your document/summary pairs"),
         quit=_action(window, "&Quit", window.close, [QKeySequence.StandardKey.Quit]),
         length=_length_combo(window),
     )
@@ -79,7 +81,7 @@ def build(window: MainWindow) -> Actions:
     run_menu.addAction(built.cancel)
 
     settings_menu = window.menuBar().addMenu("S&ettings")
-    for action in (built.preferences, built.models, built.local_model):
+    for action in (built.preferences, built.models, built.local_model, built.finetune):
         settings_menu.addAction(action)
 
     help_menu = window.menuBar().addMenu("&Help")
@@ -203,6 +205,17 @@ def open_model_manager(window: MainWindow) -> None:
     dialog = ModelManagerDialog(window, None)
     dialog.sig_model_chosen.connect(lambda source: use_model(window, source))
     dialog.exec()
+
+
+def open_finetune(window: MainWindow) -> None:
+    """Show the fine-tune dialog, created on first use and kept, because training goes on while it is hidden."""
+    if window.finetune_dialog is None:
+        from .finetune_dialog import FinetuneDialog  # noqa: PLC0415 - QtCharts and the trainer load on demand
+
+        window.finetune_dialog = FinetuneDialog(window, model=window.settings.model)
+    window.finetune_dialog.show()
+    window.finetune_dialog.raise_()
+    window.finetune_dialog.activateWindow()
 
 
 def ask_password(window: MainWindow, job_id: int) -> None:

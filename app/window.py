@@ -52,6 +52,7 @@ class MainWindow(QMainWindow):
         self._shown_job: int | None = None
         self._shown_hash: str | None = None  # SHA-256 of the document whose summary is shown
         self._closing = False
+        self.finetune_dialog = None  # FinetuneDialog, created by actions.open_finetune on first use
 
         self.setWindowTitle("Synopsis")
         self.setAcceptDrops(True)
@@ -417,6 +418,10 @@ class MainWindow(QMainWindow):
         """Cancel running work and close once the worker has stopped, so no thread is destroyed while running."""
         if not self._closing:
             self.save_settings()
+        if self.finetune_dialog is not None and self.finetune_dialog.stop_for_close(self.close):
+            self.show_status("Stopping training and saving a checkpoint before closing…", 0)
+            event.ignore()
+            return
         if self.runner.is_busy():
             self._closing = True
             self.runner.cancel_all()

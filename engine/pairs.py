@@ -258,7 +258,7 @@ def _json_lines_records(path: Path) -> Iterator[_Record]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:
-            yield _Record(source, problem=f"invalid JSON ({error.msg} at column {error.colno})")
+            yield _Record(source, problem=f"invalid JSON ({error.msg.removesuffix(' at')} at column {error.colno})")
             continue
         if not isinstance(value, dict):
             yield _Record(source, problem=f"the line is {_json_type(value)}, expected a JSON object")
