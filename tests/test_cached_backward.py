@@ -57,8 +57,10 @@ def document_tensors(loaded, windows: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _cut_document(loaded, windows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # Every word of WORDS is at most a few tokens, so start below the needed length and grow.
-    for count in range(max(1, (windows - 1) * 15), 2000):
+    # Grow the text a word at a time: the first count that reaches the window
+    # count leaves the last window short. Start at one word because a tokenizer
+    # trained on other text may split the words into many tokens.
+    for count in range(1, 4000):
         text = " ".join(WORDS[i % len(WORDS)] for i in range(count))
         cut = document_windows(Document(Path("doc.txt"), "txt", text), loaded, WINDOW_TOKENS)
         lengths = cut.attention_mask.sum(dim=1)
