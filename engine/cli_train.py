@@ -17,6 +17,7 @@ this module while it is itself loading.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -31,7 +32,7 @@ from .models import LoadedModel
 from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, LoadedPairs, Pair, RejectedPair, load_pairs, split_pairs
 from .preflight import PreflightReport, format_report, preflight
 from .progress import CancellationToken, ProgressFn
-from .training import EvaluationEvent, StepEvent, Trainer, TrainingDivergedError, TrainingEvent, TrainingResult
+from .training import EvaluationEvent, StepEvent, Trainer, TrainingDivergedError, TrainingEvent, TrainingResult, checkpoint
 from .training.settings import PRECISIONS, ROUGE_METRICS, TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -163,9 +164,9 @@ def _generation_settings(args: argparse.Namespace, max_tokens: int | None, beams
 # train ------------------------------------------------------------------------
 
 
-def training_settings(args: argparse.Namespace) -> TrainingSettings:
-    """Build TrainingSettings from the options given; the others keep their defaults."""
-    options = {
+def _given_options(args: argparse.Namespace) -> dict:
+    """Return the TrainingSettings fields set by options, None where the option was not given."""
+    return {
         "epochs": args.epochs,
         "max_steps": args.max_steps,
         "learning_rate": args.lr,
@@ -179,14 +180,20 @@ def training_settings(args: argparse.Namespace) -> TrainingSettings:
         "window_tokens": args.window_tokens,
         "max_eval_pairs": args.max_eval_pairs,
     }
-    values = {name: value for name, value in options.items() if value is not None}
+
+
+def training_settings(args: argparse.Namespace) -> TrainingSettings:
+    """Build TrainingSettings from the options given; the others keep their defaults."""
+    values = {name: value for name, value in _given_options(args).items() if value is not None}
     values["eval_generation"] = _generation_settings(args, args.eval_max_tokens, args.eval_beams)
     settings = TrainingSettings(**values)
     settings.validate()
     return settings
 
 
-def _training_pairs(args: argparse.Namespace, bars: Bars) -> tuple[list[Pair], list[Pair], list[RejectedPair]]:
+def _training_pairs(
+    args: argparse.Namespace, bars: Bars, seed: int
+) -> tuple[list[Pair], list[Pair], list[RejectedPair]]:
     """Load the training pairs and the validation pairs (a separate file or a seeded split)."""
     loaded = _load_pair_file(args.pairs, args, bars, "Reading pairs")
     rejected = list(loaded.rejected)
@@ -195,10 +202,49 @@ def _training_pairs(args: argparse.Namespace, bars: Bars) -> tuple[list[Pair], l
         rejected += validation.rejected
         return loaded.pairs, validation.pairs, rejected
     if args.val_fraction is not None:
-        seed = args.seed if args.seed is not None else TrainingSettings().seed
         train, held_out = split_pairs(loaded.pairs, args.val_fraction, seed)
         return train, held_out, rejected
     return loaded.pairs, [], rejected
+
+
+# Settings a resumed run may change; the others define the optimization and stay as saved.
+RESUMABLE_CHANGES = ("epochs", "max_steps", "eval_every", "patience", "best_metric", "max_eval_pairs", "keep_last")
+
+
+def resumed_settings(args: argparse.Namespace, given: TrainingSettings) -> TrainingSettings:
+    """Return the saved run's settings with the options a resume may change applied.
+
+    Raises SettingsError when there is nothing to resume, or when an option
+    that shapes the optimization (learning rate, accumulation, seed, ...) was
+    given with another value than the run used.
+    """
+    if not checkpoint.complete_checkpoints(args.output / "checkpoints"):
+        raise SettingsError(
+            f"Nothing to resume in {args.output}: it has no complete checkpoint. "
+            "Start a new run there without --resume."
+        )
+    try:
+        saved = TrainingSettings.from_json(json.loads((args.output / "run.json").read_text(encoding="utf-8"))["settings"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SettingsError(f"{args.output / 'run.json'} could not be read ({error}), so the run cannot be resumed.") from error
+
+    explicit = {name for name, value in _given_options(args).items() if value is not None}
+    conflicts = [
+        f"{name} (the run used {getattr(saved, name)}, given {getattr(given, name)})"
+        for name in sorted(explicit - set(RESUMABLE_CHANGES))
+        if getattr(saved, name) != getattr(given, name)
+    ]
+    if conflicts:
+        raise SettingsError(
+            "A resumed run keeps the settings it started with, but these were given with other values: "
+            + "; ".join(conflicts) + ". Leave them out, or start a new run."
+        )
+    changes = {name: getattr(given, name) for name in explicit & set(RESUMABLE_CHANGES)}
+    if args.eval_max_tokens is not None or args.eval_beams is not None:
+        changes["eval_generation"] = given.eval_generation
+    settings = dataclasses.replace(saved, **changes)
+    settings.validate()
+    return settings
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -206,9 +252,12 @@ def command_train(args: argparse.Namespace) -> int:
 
     settings = training_settings(args)
     _check_output_folder(args.output, args.resume)
+    if args.resume:
+        settings = resumed_settings(args, settings)
     bars = Bars(enabled=not args.quiet)
     try:
-        train, validation, rejected = _training_pairs(args, bars)
+        # The run's own seed, so a resumed run splits the pairs as it did at the start.
+        train, validation, rejected = _training_pairs(args, bars, settings.seed)
     finally:
         bars.close()
     # Pairs that failed to load are reported before the model loads, which takes far longer.
@@ -279,6 +328,8 @@ def _check_output_folder(output: Path, resume: bool) -> None:
 
     The trainer makes the same check, but only after the model has loaded.
     """
+    if output.exists() and not output.is_dir():
+        raise SettingsError(f"--output {output} is a file: give a folder for the run.")
     if resume or not output.is_dir():
         return
     checkpoints = output / "checkpoints"

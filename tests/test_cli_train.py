@@ -269,3 +269,40 @@ def test_ctrl_c_saves_checkpoint(tiny_model_dir, pairs_file, tmp_path):
     saved = sorted(path.name for path in (output / "checkpoints").iterdir())
     assert saved == [f"step-{steps[-1]:06d}"]
     assert (output / "last" / "config.json").is_file()
+
+
+def test_resume_without_checkpoint_fails(capsys, tiny_model_dir, pairs_file, tmp_path):
+    code, _, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, tmp_path / "nothing", "--max-steps", "2", "--resume"))
+    assert code == EXIT_USAGE
+    assert "Nothing to resume" in err
+
+
+def test_resume_rejects_other_learning_rate(capsys, tiny_model_dir, pairs_file, tmp_path):
+    output = tmp_path / "run"
+    code, _, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, output, "--max-steps", "1"))
+    assert code == EXIT_OK, err
+    code, _, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, output, "--max-steps", "2", "--resume", "--lr", "0.5"))
+    assert code == EXIT_USAGE
+    assert "learning_rate" in err
+
+
+def test_resume_rejects_changed_pair_texts(capsys, tiny_model_dir, pairs_file, tmp_path):
+    output = tmp_path / "run"
+    code, _, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, output, "--max-steps", "1"))
+    assert code == EXIT_OK, err
+    rows = [json.loads(line) for line in pairs_file.read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        row["document"] = row["document"].replace("e", "a")
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    code, _, err = _run(capsys, *_train_args(changed, tiny_model_dir, output, "--max-steps", "2", "--resume"))
+    assert code == EXIT_USAGE
+    assert "other pairs" in err
+
+
+def test_output_that_is_a_file(capsys, tiny_model_dir, pairs_file, tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("", encoding="utf-8")
+    code, _, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, target, "--max-steps", "1"))
+    assert code == EXIT_USAGE
+    assert "is a file" in err

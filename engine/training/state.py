@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 
 
@@ -19,6 +20,18 @@ class RunState:
     evaluations_without_improvement: int = 0
     skipped_steps: int = 0  # steps dropped for a non-finite loss or gradient
     base_model: str = ""
+    pairs_fingerprint: str = ""  # SHA-256 over the training pairs' texts; empty in older checkpoints
+
+    @staticmethod
+    def fingerprint(pairs) -> str:
+        """Return a SHA-256 over the pairs' documents and summaries, in order."""
+        digest = hashlib.sha256()
+        for pair in pairs:
+            for text in (pair.document, pair.summary):
+                data = text.encode("utf-8")
+                digest.update(len(data).to_bytes(8, "little"))
+                digest.update(data)
+        return digest.hexdigest()
 
     def improves(self, value: float, higher_is_better: bool) -> bool:
         if self.best_value is None:

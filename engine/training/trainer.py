@@ -84,6 +84,7 @@ class Trainer:
         self.loaded = loaded
         self.model = loaded.model
         self.train_pairs = list(train_pairs)
+        self.pairs_fingerprint = RunState.fingerprint(self.train_pairs)
         self.validation_pairs = list(validation_pairs)[: settings.max_eval_pairs]
         self.settings = settings
         self.window_tokens = loaded.window_tokens(settings.window_tokens)
@@ -319,11 +320,12 @@ class Trainer:
                 )
             seed_everything(self.settings.seed)
             order = epoch_order(len(self.train_pairs), self.settings.seed, 0)
-            return RunState(order=order, base_model=self.loaded.name)
+            return RunState(order=order, base_model=self.loaded.name, pairs_fingerprint=self.pairs_fingerprint)
         if not complete:
             log.info("no complete checkpoint in %s; starting from the beginning", self.checkpoints)
             seed_everything(self.settings.seed)
-            return RunState(order=epoch_order(len(self.train_pairs), self.settings.seed, 0), base_model=self.loaded.name)
+            order = epoch_order(len(self.train_pairs), self.settings.seed, 0)
+            return RunState(order=order, base_model=self.loaded.name, pairs_fingerprint=self.pairs_fingerprint)
 
         step, folder = complete[-1]
         data, saved_settings = checkpoint.read_state(folder)
@@ -333,6 +335,12 @@ class Trainer:
                 f"The checkpoint {folder} was trained on {len(state.order)} pairs, but {len(self.train_pairs)} "
                 "were given: resume with the same training pairs, or start a new run."
             )
+        if state.pairs_fingerprint and state.pairs_fingerprint != self.pairs_fingerprint:
+            raise SettingsError(
+                f"The checkpoint {folder} was trained on other pairs: the texts differ although the count "
+                "matches. Resume with the same training pairs, or start a new run."
+            )
+        state.pairs_fingerprint = self.pairs_fingerprint
         changed = sorted(k for k, v in self.settings.to_json().items() if saved_settings.get(k) != v)
         if changed:
             log.warning("resuming with changed settings: %s", ", ".join(changed))
