@@ -35,6 +35,9 @@ class StageClock:
 
     def update(self, done: int, total: int, unit: str, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if self.unit is None:
+            # Time spent waiting in the queue is not this document's work.
+            self.started = now
         if unit != self.unit:
             self.unit = unit
             self.stage_started = now

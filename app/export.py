@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from synopsis.engine.files import write_bytes_atomic, write_text_atomic
-from synopsis.engine.summarize import Summary
+from synopsis.engine.summarize import Summary, printable
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,9 @@ def render_docx(summary: Summary) -> bytes:
 
     word = WordDocument()
     word.add_heading(f"Summary of {summary.file.name}", level=1)
-    for paragraph in summary.text.split("\n"):
+    # Summaries kept in the history from before control characters were
+    # removed may still carry them, and XML cannot hold them.
+    for paragraph in printable(summary.text).split("\n"):
         if paragraph.strip():
             word.add_paragraph(paragraph)
     facts = word.add_paragraph()
@@ -59,7 +61,7 @@ def render_docx(summary: Summary) -> bytes:
         word.add_heading("Sentence sources", level=2)
         word.add_paragraph().add_run(SENTENCES_NOTE).italic = True
         for sentence in summary.sentences:
-            word.add_paragraph(f"{_pages(sentence.pages)}: {sentence.text}", style="List Bullet")
+            word.add_paragraph(f"{_pages(sentence.pages)}: {printable(sentence.text)}", style="List Bullet")
     buffer = io.BytesIO()
     word.save(buffer)
     return buffer.getvalue()

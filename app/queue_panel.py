@@ -55,6 +55,7 @@ class QueueItem:
     content_hash: str | None = None
     from_history: bool = False
     clock: StageClock = field(default_factory=StageClock)
+    password: str | None = None  # the encrypted PDF's password, kept for Summarize again
     seen_statuses: list[Status] = field(default_factory=list)
 
 

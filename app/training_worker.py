@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
+import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from synopsis.engine.documents import load_document
@@ -439,7 +440,8 @@ def _release_memory() -> None:
 
 def _stop_thread(thread: QThread, tasks: list[Task], *_destroyed_args) -> None:
     """Cancel ``tasks``, end the thread's event loop and wait for the running task to return."""
-    if not thread.isRunning():
+    # The QThread may already be deleted when the window goes away at exit.
+    if not shiboken6.isValid(thread) or not thread.isRunning():
         return
     for task in tasks:
         task.cancel.cancel()

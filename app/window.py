@@ -152,6 +152,9 @@ class MainWindow(QMainWindow):
         return job_ids
 
     def _submit(self, item: QueueItem, force: bool, password: str | None = None) -> int:
+        if password is not None:
+            item.password = password
+        password = item.password
         job = self.runner.new_job(
             item.path,
             model=self.settings.model,
@@ -171,7 +174,10 @@ class MainWindow(QMainWindow):
     def _reset_item(self, item: QueueItem, job_id: int) -> None:
         fresh = QueueItem(job_id, item.path)
         old_id = item.job_id
-        for name in ("status", "message", "details", "error", "summary", "entry_id", "content_hash", "from_history", "clock"):
+        for name in (
+            "status", "message", "details", "error", "summary", "entry_id", "content_hash", "from_history", "clock",
+            "pages", "words", "tokens", "windows", "nothing_truncated",
+        ):
             setattr(item, name, getattr(fresh, name))
         item.job_id = job_id
         item.seen_statuses = []

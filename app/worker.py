@@ -20,6 +20,7 @@ from functools import partial
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from synopsis.engine.documents import Document, load_document
@@ -214,7 +215,8 @@ class _Worker(QObject):
 
 def _stop_thread(thread: QThread, jobs: dict[int, Job], *_destroyed_args) -> None:
     """Cancel ``jobs``, end the thread's event loop and wait until the current job has returned."""
-    if not thread.isRunning():
+    # The QThread may already be deleted when the window goes away at exit.
+    if not shiboken6.isValid(thread) or not thread.isRunning():
         return
     for job in jobs.values():
         job.cancel.cancel()

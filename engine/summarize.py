@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,16 @@ class Summary:
         }
 
 
+# C0 and C1 control characters other than tab and newline. A model can emit
+# them (an ESC byte, say), and XML, so .docx export, cannot hold them.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Return ``text`` without control characters other than tab and newline."""
+    return _CONTROL_CHARACTERS.sub("", text)
+
+
 def document_windows(document: Document, loaded: LoadedModel, window_tokens: int | None = None) -> Windows:
     """Cut ``document`` into windows sized for ``loaded``'s encoder."""
     return make_windows(
@@ -128,7 +139,7 @@ def summarize_document(
         if cancel is not None:
             cancel.raise_if_cancelled()
         sentences = sentence_sources(loaded, memory, token_ids, windows.windows)
-    text = loaded.tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+    text = printable(loaded.tokenizer.decode(token_ids, skip_special_tokens=True)).strip()
 
     seconds = time.perf_counter() - started
     log.info("summarized %s in %.1f s", document.path.name, seconds)
@@ -156,5 +167,5 @@ def sentence_sources(
     sources = []
     for text, chosen in attribute_sentences(loaded.tokenizer, token_ids, shares, windows):
         top = windows[chosen[0]].pages if chosen else None
-        sources.append(SentenceSource(text=text, pages=top, windows=chosen))
+        sources.append(SentenceSource(text=printable(text), pages=top, windows=chosen))
     return sources

@@ -51,3 +51,28 @@ def test_named_pipe_written_not_replaced(tmp_path):
 def test_no_temporary_left(tmp_path):
     write_text_atomic(tmp_path / "out.txt", "text")
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_docx_export_drops_control_characters(tmp_path):
+    import io
+    from pathlib import Path
+
+    from docx import Document as WordDocument
+
+    from synopsis.app.export import render_docx
+    from synopsis.engine.summarize import SentenceSource, Summary
+
+    summary = Summary(
+        file=Path("report.pdf"), text="Budget rose\x1b sharply.\x00", token_ids=[], windows=[], total_tokens=10,
+        pages=3, seconds=1.0, model="tiny", sentences=[SentenceSource("Budget rose\x1b sharply.", (1, 2), (0,))],
+    )
+    word = WordDocument(io.BytesIO(render_docx(summary)))
+    text = "\n".join(paragraph.text for paragraph in word.paragraphs)
+    assert "Budget rose sharply." in text
+    assert "\x1b" not in text
+
+
+def test_printable_keeps_tabs_and_newlines():
+    from synopsis.engine.summarize import printable
+
+    assert printable("a\tb\nc\x1bd\x7fe\x85f") == "a\tb\ncdef"

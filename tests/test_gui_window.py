@@ -276,6 +276,11 @@ def test_password_retry_summarizes(qtbot, make_window, tmp_path):
     wait_status(qtbot, window, item.job_id, {Status.DONE, Status.FAILED})
     assert item.status is Status.DONE, item.message
 
+    # Summarize again reuses the password the user gave.
+    window.summarize_again(item.job_id)
+    wait_status(qtbot, window, item.job_id, {Status.DONE, Status.FAILED})
+    assert item.status is Status.DONE, item.message
+
 
 def test_history_reopens_without_recomputing(qtbot, make_window, tmp_path):
     window = make_window()
@@ -404,3 +409,11 @@ def test_models_action_opens_manager(qtbot, make_window, monkeypatch, tmp_path):
 
     assert len(opened) == 1
     assert window.settings.model == folder
+
+
+def test_clock_starts_at_first_report():
+    from synopsis.app.eta import StageClock
+
+    clock = StageClock(started=0.0)
+    clock.update(0, 10, "windows", now=50.0)
+    assert clock.elapsed(now=53.0) == 3.0

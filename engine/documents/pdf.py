@@ -74,8 +74,8 @@ def _open(path: Path, password: str | None) -> pdfium.PdfDocument:
             if password is None:
                 raise PasswordRequiredError(
                     path,
-                    "password required: the PDF is encrypted. Pass its password "
-                    "(on the command line with --password) and open it again.",
+                    "password required: the PDF is encrypted. Open it again with its password "
+                    "(in the window, the row's Enter password… menu; on the command line, --password).",
                 ) from error
             raise WrongPasswordError(
                 path, "wrong password: the given password does not open this PDF. Check it and try again."
