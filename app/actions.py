@@ -12,7 +12,9 @@ from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLineEdit, QMessageBox
 
 from synopsis.engine import __version__
+from synopsis.engine.errors import ModelError
 from synopsis.engine.logs import log_directory
+from synopsis.engine.models import check_model_folder
 
 from .export import FORMATS, export_summary
 from .preferences import PreferencesDialog, length_choices
@@ -133,7 +135,9 @@ def export_dialog(window: MainWindow) -> None:
     path, selected = QFileDialog.getSaveFileName(window, "Export summary", str(suggested), filters, FORMATS[chosen_format])
     if not path:
         return
-    export_format = next((key for key, label in FORMATS.items() if label == selected), None)
+    # A typed extension wins over the file-type filter: "notes.docx" means Word.
+    typed = Path(path).suffix.lower().lstrip(".")
+    export_format = typed if typed in FORMATS else next((key for key, label in FORMATS.items() if label == selected), None)
     export_to(window, Path(path), export_format)
 
 
@@ -184,8 +188,15 @@ def use_model(window: MainWindow, source: str) -> None:
 
 def choose_model_folder(window: MainWindow) -> None:
     folder = QFileDialog.getExistingDirectory(window, "Choose a model folder (config.json, tokenizer, model.safetensors)")
-    if folder:
-        use_model(window, folder)
+    if not folder:
+        return
+    try:
+        check_model_folder(Path(folder))
+    except ModelError as error:
+        log.info("model folder rejected: %s", error)
+        QMessageBox.warning(window, "Not a model folder", str(error))
+        return
+    use_model(window, folder)
 
 
 def open_model_manager(window: MainWindow) -> None:

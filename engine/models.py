@@ -151,7 +151,8 @@ def _looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or "\\" in source or Path(source).exists()
 
 
-def _check_local_folder(folder: Path) -> None:
+def check_model_folder(folder: Path, tokenizer: bool = True) -> None:
+    """Raise a ModelError unless ``folder`` has a config, safetensors weights and (if asked) tokenizer files."""
     if not folder.is_dir():
         raise ModelNotFoundError(
             f"Model folder not found: {folder}. Pass --model with a folder that contains "
@@ -172,6 +173,8 @@ def _check_local_folder(folder: Path) -> None:
             f"{folder} has no .safetensors weights.{detail} Synopsis loads safetensors "
             "only: convert the weights with save_pretrained(safe_serialization=True)."
         )
+    if tokenizer:
+        _check_tokenizer_files(folder)
 
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
@@ -200,7 +203,8 @@ def load_model(
     local = _looks_like_path(source)
     if local:
         folder = Path(source).expanduser()
-        _check_local_folder(folder)
+        # Tokenizer files are checked after the config, so an unsuitable model is named as such first.
+        check_model_folder(folder, tokenizer=False)
         source = str(folder)
     common = {"cache_dir": str(cache_dir) if cache_dir else None, "trust_remote_code": False}
 
