@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+import zlib
 from pathlib import Path
 
 from ..errors import ContentMismatchError, CorruptedDocumentError
@@ -24,6 +25,18 @@ DTD_SCAN_BYTES = 65_536
 """Bytes read from the start of each XML part when looking for a DTD; a DTD
 must come before the root element, so it sits at the very start."""
 _DTD = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+
+ARCHIVE_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, UnicodeDecodeError)
+"""Errors zipfile raises while reading a damaged archive.
+
+* BadZipFile: a bad header or CRC.
+* zlib.error: a corrupt deflate stream.
+* EOFError: a member cut short.
+* NotImplementedError: an unknown compression method, usually a damaged header.
+* UnicodeDecodeError: a member name flagged as UTF-8 that is not valid UTF-8.
+"""
+_ENCRYPTED_FLAG = 0x1
+"""General purpose bit 0 of a zip entry: the member is encrypted."""
 
 # Main parts of other zip-based formats, for a helpful message.
 _OTHER_FORMATS = (
@@ -40,11 +53,12 @@ def check_docx_archive(path: Path, limits: DocumentLimits) -> None:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             _check_sizes(path, members, limits)
+            _check_not_encrypted(path, members)
             names = {member.filename for member in members}
             if MAIN_DOCUMENT not in names:
                 raise _not_word(path, names)
             _check_no_dtd(path, archive, members)
-    except zipfile.BadZipFile as error:
+    except ARCHIVE_READ_ERRORS as error:
         raise CorruptedDocumentError(
             path, f"the .docx archive is truncated or damaged ({error}). Open it in Word and save it again."
         ) from error
@@ -69,6 +83,18 @@ def _check_sizes(path: Path, members: list[zipfile.ZipInfo], limits: DocumentLim
                 round(ratio),
                 limits.max_compression_ratio,
                 "max_compression_ratio",
+            )
+
+
+def _check_not_encrypted(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    # zipfile raises a bare RuntimeError when asked to read an encrypted member.
+    # Word never encrypts zip members (a password-protected .docx is an OLE file).
+    for member in members:
+        if member.flag_bits & _ENCRYPTED_FLAG:
+            raise CorruptedDocumentError(
+                path,
+                f"member {member.filename} of the .docx archive is marked as encrypted, which Word never writes; "
+                "the file is damaged. Open it in Word and save it again.",
             )
 
 

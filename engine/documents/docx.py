@@ -27,7 +27,7 @@ from lxml import etree
 
 from ..errors import CorruptedDocumentError
 from ..progress import CancellationToken, ProgressFn
-from .archive import check_docx_archive
+from .archive import ARCHIVE_READ_ERRORS, check_docx_archive
 from .cleanup import normalize_characters
 from .limits import DocumentLimits, check_characters
 from .model import Document, Heading, PageSpan
@@ -350,9 +350,19 @@ def load_docx(
         word_document = docx.Document(str(path))
         styles = _StyleLevels(word_document.styles.element)
         notes = _note_parts(word_document)
-    except (PackageNotFoundError, KeyError, ValueError, zipfile.BadZipFile, etree.XMLSyntaxError) as error:
+    except (PackageNotFoundError, KeyError, ValueError, etree.XMLSyntaxError, *ARCHIVE_READ_ERRORS) as error:
         raise CorruptedDocumentError(
             path, f"the Word file could not be opened ({error}). Open it in Word and save it again."
+        ) from error
+    except (AttributeError, TypeError) as error:
+        # python-docx 1.2 does not validate the package structure. It raises
+        # AttributeError when a part has an unknown content type in
+        # [Content_Types].xml (it is loaded as a plain Part), and TypeError
+        # when a relationship has no Target attribute.
+        raise CorruptedDocumentError(
+            path,
+            "the Word file could not be opened because its package structure is invalid "
+            f"({type(error).__name__}: {error}). Open it in Word and save it again.",
         ) from error
 
     builder = _TextBuilder(styles)

@@ -153,32 +153,49 @@ def _read_segments(
     limits: DocumentLimits,
     progress: ProgressFn | None,
     cancel: CancellationToken | None,
-) -> tuple[list[list[Segment]], list[int]]:
-    """Return the text segments of every page and the 1-based pages that hold only images."""
+) -> tuple[list[list[Segment]], list[int], list[int]]:
+    """Return the text segments of every page, the 1-based pages that hold only
+    images, and the 1-based pages PDFium could not load (given no segments)."""
     total = len(document)
     pages: list[list[Segment]] = []
     image_only: list[int] = []
+    unreadable: list[int] = []
     characters = 0
     for index in range(total):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        page = document[index]
         try:
-            textpage = page.get_textpage()
-            try:
-                segments = read_segments(textpage.raw, text_rotation(textpage.raw))
-            finally:
-                textpage.close()
-            if not segments and _page_has_images(page):
-                image_only.append(index + 1)
-        finally:
-            page.close()
+            segments = _read_page(document, index, image_only)
+        except pdfium.PdfiumError as error:
+            logger.warning("%s: page %d could not be loaded: %s", path.name, index + 1, error)
+            unreadable.append(index + 1)
+            segments = []
         pages.append(segments)
         characters += sum(len(segment.parts) + 1 for segment in segments)
         check_characters(path, characters, limits)
         if progress is not None:
             progress(index + 1, total, "pages")
-    return pages, image_only
+    return pages, image_only, unreadable
+
+
+def _read_page(document: pdfium.PdfDocument, index: int, image_only: list[int]) -> list[Segment]:
+    """Return the text segments of page ``index``, adding it to ``image_only`` when it has only images.
+
+    Raises PdfiumError when PDFium cannot load the page or its text, which
+    happens when the page's objects are damaged.
+    """
+    page = document[index]
+    try:
+        textpage = page.get_textpage()
+        try:
+            segments = read_segments(textpage.raw, text_rotation(textpage.raw))
+        finally:
+            textpage.close()
+        if not segments and _page_has_images(page):
+            image_only.append(index + 1)
+    finally:
+        page.close()
+    return segments
 
 
 def _drop_running_lines(pages: list[list[Segment]]) -> tuple[list[list[Segment]], int]:
@@ -230,7 +247,7 @@ def load_pdf(
             check_pages(path, page_total, limits)
             if progress is not None:
                 progress(0, page_total, "pages")
-            pages, image_only = _read_segments(path, document, limits, progress, cancel)
+            pages, image_only, unreadable = _read_segments(path, document, limits, progress, cancel)
             pages, removed = _drop_running_lines(pages)
             if removed:
                 logger.debug("%s: removed %d running header or footer lines", path.name, removed)
@@ -249,6 +266,13 @@ def load_pdf(
 
     empty_pages = [number for number, page_text in enumerate(page_texts, start=1) if not page_text]
     if not text.strip():
+        if unreadable:
+            raise CorruptedDocumentError(
+                path,
+                f"the PDF is damaged: PDFium could not load {describe_pages(unreadable)}, "
+                "and no other page has text. "
+                "Get a fresh copy of the file.",
+            )
         if image_only:
             raise NoTextLayerError(
                 path,
@@ -262,6 +286,12 @@ def load_pdf(
             f"{describe_pages(image_only).capitalize()} {'has' if len(image_only) == 1 else 'have'} "
             "no text layer (scanned images); "
             "OCR the file to include them."
+        )
+    if unreadable:
+        warnings.append(
+            f"{describe_pages(unreadable).capitalize()} could not be read because "
+            f"{'it is' if len(unreadable) == 1 else 'they are'} damaged, so "
+            f"{'its' if len(unreadable) == 1 else 'their'} text is missing."
         )
     if xref_table_damaged(path):
         warnings.append("recovered a damaged cross-reference table; some text may be missing.")

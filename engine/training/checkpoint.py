@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..errors import ModelError
+from ..errors import ModelError, SynopsisError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ SETTINGS_FILE = "settings.json"
 TEMPORARY_PREFIX = ".tmp-"
 REPLACED_PREFIX = ".old-"
 STEP_PREFIX = "step-"
+
+
+class CheckpointWriteError(SynopsisError):
+    """A checkpoint, or the best/ or last/ model folder, could not be written (disk full, permissions)."""
 
 
 def step_folder(checkpoints: Path, step: int) -> Path:
@@ -114,10 +118,28 @@ def write_checkpoint(
         (temporary / MARKER).write_text("", encoding="utf-8")
         _fsync_tree(temporary)
         _replace_folder(temporary, target)
-    except BaseException:
+    except BaseException as error:
         # BaseException too: a Ctrl-C mid-write must not leave a temporary folder behind.
         shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise CheckpointWriteError(_write_failure_message(target, error)) from error
         raise
+
+
+def _write_failure_message(target: Path, error: OSError) -> str:
+    """Describe a failed checkpoint write and name the newest complete checkpoint, which the failure left intact."""
+    reason = error.strerror or str(error)
+    previous = [folder for _, folder in complete_checkpoints(target.parent) if folder != target]
+    if previous:
+        previous_note = f"The previous checkpoint {previous[-1]} is intact"
+        next_step = "then resume the run (synopsis train --resume) to continue from it"
+    else:
+        previous_note = "No earlier checkpoint exists"
+        next_step = "then start the run again"
+    return (
+        f"Could not write checkpoint {target}: {reason}. {previous_note}. "
+        f"Free disk space or fix the folder's permissions, {next_step}."
+    )
 
 
 def publish_model(checkpoint: Path, target: Path, state: dict) -> None:
@@ -140,8 +162,13 @@ def publish_model(checkpoint: Path, target: Path, state: dict) -> None:
         _fsync_tree(temporary)
         (temporary / MARKER).write_text("", encoding="utf-8")
         _replace_folder(temporary, target)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise CheckpointWriteError(
+                f"Could not update {target}: {error.strerror or error}. Checkpoint {checkpoint} is complete. "
+                "Free disk space or fix the folder's permissions, then resume the run (synopsis train --resume)."
+            ) from error
         raise
 
 
