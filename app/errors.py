@@ -30,7 +30,12 @@ OOM_ADVICE = (
     "or set the device to cpu. Closing other programs that use the GPU also helps."
 )
 MODEL_ADVICE = (
-    "Choose a model folder on this computer with Settings > Use local model folder… or Settings > Models…."
+    "Choose a model folder on this computer (Settings > Use local model folder…, or Settings > Models…)"
+)
+# The engine's model messages name command-line options; the window has menus instead.
+_COMMAND_LINE_PHRASES = (
+    ("pass --model PATH with a model folder", "choose a model folder"),
+    ("Pass --model with a folder", "Choose a folder"),
 )
 
 
@@ -40,6 +45,8 @@ def user_message(error: BaseException) -> str:
     if isinstance(error, OutOfMemoryError):
         return f"{message}\n\n{OOM_ADVICE}"
     if isinstance(error, (ModelNotFoundError, UnsafeWeightsError)):
+        for phrase, replacement in _COMMAND_LINE_PHRASES:
+            message = message.replace(phrase, replacement)
         return f"{message}\n\n{MODEL_ADVICE}"
     return message
 

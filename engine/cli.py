@@ -317,8 +317,23 @@ def emit_summary(summary: Summary, args: argparse.Namespace, several: bool) -> N
     sys.stdout.flush()
 
 
+def _no_display() -> bool:
+    """Return whether this is Linux without a graphical session, where Qt would abort."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
 def command_gui(args: argparse.Namespace) -> int:
     files = getattr(args, "files", None) or []
+    if _no_display():
+        print(
+            "synopsis: error: no graphical display found (DISPLAY and WAYLAND_DISPLAY are unset), so the "
+            "desktop window cannot open. Use the command line instead: synopsis summarize FILE "
+            "(see synopsis --help).",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         from synopsis.app.main import run_gui  # noqa: PLC0415 - Qt loads only for the GUI
     except ImportError as error:

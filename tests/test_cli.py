@@ -365,3 +365,13 @@ def test_non_finite_length_penalty(capsys):
     with pytest.raises(SystemExit):
         main(["summarize", "x.pdf", "--length-penalty", "nan"])
     assert "finite" in capsys.readouterr().err
+
+
+def test_gui_without_display(capsys, monkeypatch):
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the display check applies to Linux")
+    for name in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(name, raising=False)
+    code, _, err = _run(capsys, "gui")
+    assert code == EXIT_USAGE
+    assert "no graphical display" in err
