@@ -48,7 +48,7 @@ from synopsis.engine.runs import (
     save_request,
     train_command,
 )
-from synopsis.engine.training import EvaluationEvent, StepEvent
+from synopsis.engine.training import EvaluationEvent, StepEvent, checkpoint
 
 from .errors import ErrorDialog, user_message
 from .finetune_form import TrainingForm
@@ -351,7 +351,7 @@ class FinetuneDialog(QDialog):
             return False
         self.form.set_request(record.request)
         self.monitor.reset()
-        self.monitor.load_history(metrics_rows(record.folder))
+        self.monitor.load_history(metrics_rows(record.folder), best_step=_best_step(record.folder))
         self._submit_training(record.request, record.folder, resume=True)
         return True
 
@@ -518,3 +518,17 @@ class FinetuneDialog(QDialog):
             return True
         self.controller.shutdown()
         return False
+
+
+def _best_step(run_folder: Path) -> int | None:
+    """Return the best checkpoint's step recorded in the run's newest complete checkpoint, or None."""
+    complete = checkpoint.complete_checkpoints(run_folder / "checkpoints")
+    if not complete:
+        return None
+    try:
+        state, _settings = checkpoint.read_state(complete[-1][1])
+    except (OSError, ValueError, KeyError) as error:
+        log.warning("best step of %s could not be read: %s", run_folder, error)
+        return None
+    best = state.get("best_step")
+    return best if isinstance(best, int) else None

@@ -12,9 +12,10 @@ import json
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QDoubleValidator
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -137,6 +138,10 @@ class TrainingForm(QWidget):
         layout.addStretch(1)
         self._connect_changes()
         self._update_enabled()
+        self._wheel_guard = _WheelGuard(self)
+        for box in self.findChildren(QAbstractSpinBox) + self.findChildren(QComboBox):
+            box.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            box.installEventFilter(self._wheel_guard)
 
     # Layout -----------------------------------------------------------------
 
@@ -325,12 +330,19 @@ class TrainingForm(QWidget):
         self.summary_field.setEnabled(is_file)
 
     def _refresh_fields(self) -> None:
-        """Offer the file's columns in the two column boxes, keeping the current choices."""
+        """Offer the file's columns in the two column boxes, keeping the current choices.
+
+        A column that is not in the file is replaced by a likely one (the
+        default name, then common names such as text/abstract), and the two
+        boxes never start on the same column.
+        """
         fields = pairs_file_fields(Path(self.pairs_edit.text().strip()).expanduser())
+        taken: set[str] = set()
         for combo, default in ((self.document_field, DEFAULT_DOCUMENT_FIELD), (self.summary_field, DEFAULT_SUMMARY_FIELD)):
             current = combo.currentText()
-            if fields and current not in fields:
-                current = default if default in fields else fields[0]
+            if fields and (current not in fields or current in taken):
+                current = _likely_field(fields, default, taken)
+            taken.add(current)
             combo.blockSignals(True)
             combo.clear()
             combo.addItems(fields or [default])
@@ -477,3 +489,34 @@ class TrainingForm(QWidget):
         self.max_eval_pairs.setValue(settings.max_eval_pairs or 0)
         self.max_skipped.setValue(settings.max_skipped_steps)
         self._update_enabled()
+
+
+# Column names that usually hold the document or the summary, best first.
+_LIKELY_FIELDS = {
+    DEFAULT_DOCUMENT_FIELD: ("document", "text", "article", "body", "source", "input", "content"),
+    DEFAULT_SUMMARY_FIELD: ("summary", "abstract", "highlights", "target", "output", "reference"),
+}
+
+
+def _likely_field(fields: list[str], default: str, taken: set[str]) -> str:
+    """Return the column of ``fields`` most likely meant for ``default``, avoiding ``taken``."""
+    lowered = {field.lower(): field for field in fields}
+    for name in _LIKELY_FIELDS.get(default, (default,)):
+        if name in lowered and lowered[name] not in taken:
+            return lowered[name]
+    free = [field for field in fields if field not in taken]
+    return free[-1] if default == DEFAULT_SUMMARY_FIELD and free else (free[0] if free else fields[0])
+
+
+class _WheelGuard(QObject):
+    """Stops the mouse wheel from changing a setting the user is only scrolling past.
+
+    A spin box or combo box reacts to the wheel only after it has been clicked
+    or tabbed into; until then the wheel event is ignored and so scrolls the form.
+    """
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Wheel and not watched.hasFocus():
+            event.ignore()
+            return True
+        return False

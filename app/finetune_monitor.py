@@ -228,14 +228,17 @@ class TrainingMonitor(QWidget):
         self.step_label.clear()
         self.memory_label.clear()
 
-    def load_history(self, rows: list[dict]) -> None:
-        """Draw the rows of an earlier session's metrics.jsonl, so a resumed run's curves continue."""
+    def load_history(self, rows: list[dict], best_step: int | None = None) -> None:
+        """Draw the rows of an earlier session's metrics.jsonl, so a resumed run's curves continue.
+
+        ``best_step`` is the step of the best checkpoint so far, whose row gets the star.
+        """
         for row in rows:
             step = row.get("step")
             if not isinstance(step, int):
                 continue
             if isinstance(row.get("eval"), dict):
-                self._add_evaluation_row(step, row["eval"], is_best=False)
+                self._add_evaluation_row(step, row["eval"], is_best=step == best_step)
             elif isinstance(row.get("loss"), (int, float)):
                 self.chart.add_training(step, float(row["loss"]))
 

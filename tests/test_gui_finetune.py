@@ -405,3 +405,48 @@ def test_run_left_running_is_interrupted(tmp_path):
 
     assert states == {"crashed": INTERRUPTED, "live": RUNNING}
     assert [record.resumable for record in list_runs(runs, active="live") if record.name == "crashed"] == [True]
+
+
+def test_column_guesses_differ():
+    from synopsis.app.finetune_form import _likely_field
+
+    fields = ["id", "text", "abstract"]
+    document = _likely_field(fields, "document", set())
+    summary = _likely_field(fields, "summary", {document})
+    assert document == "text"
+    assert summary == "abstract"
+    assert _likely_field(["a", "b"], "summary", {"a"}) == "b"
+
+
+def test_wheel_leaves_unfocused_setting(qtbot):
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication, QSpinBox
+
+    from synopsis.app.finetune_form import TrainingForm
+
+    form = TrainingForm()
+    qtbot.addWidget(form)
+    box = form.findChildren(QSpinBox)[0]
+    before = box.value()
+    event = QWheelEvent(
+        QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, 120),
+        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False,
+    )
+    QApplication.sendEvent(box, event)
+    assert box.value() == before
+
+
+def test_history_marks_best_step(qtbot):
+    from synopsis.app.finetune_monitor import TrainingMonitor
+
+    monitor = TrainingMonitor()
+    qtbot.addWidget(monitor)
+    rows = [
+        {"step": 1, "loss": 2.0},
+        {"step": 1, "eval": {"loss": 1.9, "rougeLsum": 0.2}},
+        {"step": 2, "eval": {"loss": 1.8, "rougeLsum": 0.1}},
+    ]
+    monitor.load_history(rows, best_step=1)
+    stars = [row[-1] for row in monitor.evaluation_rows()]
+    assert stars == ["★", ""]
