@@ -429,6 +429,9 @@ class FinetuneDialog(QDialog):
         else:
             text = f"{outcome.request.name}: {outcome.state} at step {result.steps}."
         self.monitor.set_status(text)
+        if outcome.state != STOPPED:
+            # The finished run owns its name now, so the next Start needs another.
+            self.form.propose_new_name(lambda name: (self.runs_dir / name).exists())
         if outcome.registration_problem:
             self._show_message(outcome.registration_problem, error=True)
         if outcome.entry is not None:

@@ -6,6 +6,8 @@ starts work itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import csv
 import io
 import json
@@ -352,6 +354,15 @@ class TrainingForm(QWidget):
     def _suggest_name(self, model: str) -> None:
         if not self._name_edited and model.strip():
             self.name_edit.setText(suggest_run_name(model.strip()))
+
+    def propose_new_name(self, taken: Callable[[str], bool]) -> None:
+        """Replace the output name with a fresh one for ``model``, numbered past the names ``taken``."""
+        base = suggest_run_name(self.model_source() or "model")
+        name, number = base, 2
+        while taken(name):
+            name, number = f"{base}-{number}", number + 1
+        self.name_edit.setText(name)
+        self._name_edited = False
 
     def _name_was_edited(self, _text: str) -> None:
         self._name_edited = True
