@@ -213,3 +213,13 @@ def test_docx_unknown_content_type(tmp_path):
     )
     with pytest.raises(CorruptedDocumentError):
         load_document(broken)
+
+
+def test_docx_main_part_replaced(tmp_path):
+    # Found by fuzzing: another XML part renamed to word/document.xml has no body.
+    source = _plain_docx(tmp_path / "plain.docx")
+    with zipfile.ZipFile(source) as archive:
+        styles = archive.read("word/styles.xml").decode("utf-8")
+    broken = _rewrite_member(source, tmp_path / "broken.docx", "word/document.xml", lambda _xml: styles)
+    with pytest.raises(CorruptedDocumentError, match="main part"):
+        load_document(broken)

@@ -208,7 +208,10 @@ def test_gui_responsive_during_run(qtbot, make_window, tmp_path):
 
     gaps = [later - earlier for earlier, later in zip(ticks, ticks[1:])]
     assert len(ticks) > 50
-    assert max(gaps) < 0.5
+    # Not a speed test: compute on the GUI thread would stall it for the whole
+    # multi-second encoding, while a loaded machine only delays a tick by a
+    # fraction of a second. The bound separates the two.
+    assert max(gaps) < 2.0
     assert "windows" in row(window, job_id).clock.describe() or row(window, job_id).clock.unit == "tokens"
 
 

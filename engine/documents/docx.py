@@ -366,7 +366,13 @@ def load_docx(
         ) from error
 
     builder = _TextBuilder(styles)
-    builder.blocks(word_document.element.body)
+    body = getattr(word_document.element, "body", None)
+    if body is None:
+        # The main part parsed as XML but is not a w:document (another part renamed over it).
+        raise CorruptedDocumentError(
+            path, "the Word file's main part is not a document body. Open it in Word and save it again."
+        )
+    builder.blocks(body)
     if cancel is not None:
         cancel.raise_if_cancelled()
     for kind, xml in notes:
