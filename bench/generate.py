@@ -1,0 +1,368 @@
+"""Seconds per generated token and peak memory of beam search over a long fused memory.
+
+Compares two ways of decoding from the same fused memory with
+``synopsis.engine.generation.generate_from_memory``: ``model.generate``'s own
+cross-attention (``shared_attention=False``), which copies the encoder states
+and the cross-attention keys and values once per beam and reorders them every
+step, against the engine's shared cross-attention (``shared_attention=True``),
+which projects them once for all beams.
+
+The model has BART-base sizes (or BART-large with ``--models base,large``) and
+random weights. The memory is random hidden states of the requested length, so
+no encoder runs. Every case forces the same number of generated tokens
+(min tokens = max tokens) and runs in a fresh subprocess, which reports its
+time and its peak resident memory (VmHWM, Linux only). The script checks that
+both ways produce identical tokens for every size and beam count.
+
+    python bench/generate.py            # 16K and 64K memories, beams 1 and 4; writes docs/
+    python bench/generate.py --quick    # 16K memory, beam 1 only; prints the table
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    DOCS,
+    FIGURES,
+    GIB,
+    describe_machine,
+    machine,
+    markdown_table,
+    peak_rss_bytes,
+    pyplot,
+    run_child,
+    save_results,
+    write_section,
+)
+
+SECTION = "generate"
+GENERATED_TOKENS = 16
+SIZES = (16384, 65536)
+BEAMS = (1, 4)
+METHODS = ("generate", "shared")  # shared_attention False, True
+
+# Goals at a 16K-token memory and beam 4 for the BART-base size.
+GOAL_SECONDS_PER_TOKEN = 0.15
+GOAL_MEMORY_RATIO = 0.35
+
+SHAPES = {
+    "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, heads=12, ffn=3072),
+    "large": dict(d_model=1024, encoder_layers=12, decoder_layers=12, heads=16, ffn=4096),
+}
+
+
+def build_model(size: str):
+    """Return a random-weight BART of the named size with the 50,265-token vocabulary, in eval mode."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    shape = SHAPES[size]
+    config = BartConfig(
+        vocab_size=50265,
+        d_model=shape["d_model"],
+        encoder_layers=shape["encoder_layers"],
+        decoder_layers=shape["decoder_layers"],
+        encoder_attention_heads=shape["heads"],
+        decoder_attention_heads=shape["heads"],
+        encoder_ffn_dim=shape["ffn"],
+        decoder_ffn_dim=shape["ffn"],
+        max_position_embeddings=1024,
+    )
+    torch.manual_seed(0)
+    return BartForConditionalGeneration(config).eval()
+
+
+def run_case(size: str, method: str, positions: int, beams: int, tokens: int, threads: int) -> dict:
+    """Generate ``tokens`` tokens from a random memory of ``positions`` states; return time, memory and ids.
+
+    ``threads`` above 0 sets torch's intra-op thread count; 0 keeps torch's default.
+    """
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+    from synopsis.engine.encoding import FusedMemory
+    from synopsis.engine.generation import GenerationSettings, generate_from_memory
+
+    model = build_model(size)
+    generator = torch.Generator().manual_seed(1)
+    hidden = torch.randn(1, positions, model.config.d_model, generator=generator)
+    memory = FusedMemory(hidden, torch.ones(1, positions, dtype=torch.long), [positions])
+    settings = GenerationSettings(
+        beams=beams, max_tokens=tokens, min_tokens=tokens, shared_attention=method == "shared"
+    )
+    # generate_from_memory reports progress after every decoding step, which
+    # separates the first step (with the shared path's one-time key and value
+    # projection) from the steady per-token cost.
+    step_times: list[float] = []
+
+    def record_step(done: int, total: int, unit: str) -> None:
+        if 0 < done and len(step_times) < done:
+            step_times.append(time.perf_counter())
+
+    baseline = peak_rss_bytes()
+    started = time.perf_counter()
+    ids = generate_from_memory(model, memory, settings, progress=record_step)
+    seconds = time.perf_counter() - started
+    first = step_times[0] - started if step_times else seconds
+    steady = (step_times[-1] - step_times[0]) / (len(step_times) - 1) if len(step_times) > 1 else seconds
+    return {
+        "model": size,
+        "method": method,
+        "positions": positions,
+        "beams": beams,
+        "tokens": tokens,
+        "seconds": seconds,
+        "seconds_per_token": seconds / tokens,
+        "first_token_seconds": first,
+        "steady_seconds_per_token": steady,
+        "peak_bytes": peak_rss_bytes(),
+        "baseline_bytes": baseline,
+        "ids": ids,
+        "threads": torch.get_num_threads(),
+    }
+
+
+# Report --------------------------------------------------------------------------
+
+
+def pair_rows(results: list[dict]) -> list[tuple[dict, dict]]:
+    """Return (generate, shared) result pairs that measured the same model, memory and beams."""
+    pairs = []
+    for row in results:
+        if row["method"] != "generate":
+            continue
+        for other in results:
+            if other["method"] == "shared" and all(
+                other[key] == row[key] for key in ("model", "positions", "beams")
+            ):
+                pairs.append((row, other))
+    return pairs
+
+
+def format_table(results: list[dict]) -> str:
+    rows = []
+    for plain, shared in pair_rows(results):
+        label = [plain["model"], f"{plain['positions']:,}", str(plain["beams"])]
+        if "error" in plain or "error" in shared:
+            errors = "; ".join(f"{row['method']}: {row['error']}" for row in (plain, shared) if "error" in row)
+            rows.append(label + ["-"] * 10 + [errors])
+            continue
+        identical = "yes" if plain["ids"] == shared["ids"] else "NO"
+        rows.append(
+            label
+            + [
+                f"{plain['seconds_per_token']:.3f}",
+                f"{shared['seconds_per_token']:.3f}",
+                f"{plain['steady_seconds_per_token']:.3f}",
+                f"{shared['steady_seconds_per_token']:.3f}",
+                f"{shared['seconds_per_token'] / plain['seconds_per_token']:.2f}x",
+                f"{plain['peak_bytes'] / GIB:.2f}",
+                f"{shared['peak_bytes'] / GIB:.2f}",
+                f"{shared['peak_bytes'] / plain['peak_bytes']:.2f}x",
+                f"{growth(shared) / growth(plain):.2f}x",
+                identical,
+                "",
+            ]
+        )
+    header = [
+        "model",
+        "memory tokens",
+        "beams",
+        "generate s/token",
+        "shared s/token",
+        "generate s/token after step 1",
+        "shared s/token after step 1",
+        "time, shared / generate",
+        "generate peak GiB",
+        "shared peak GiB",
+        "peak, shared / generate",
+        "growth above start, shared / generate",
+        "identical tokens",
+        "note",
+    ]
+    return markdown_table(header, "lrrrrrrrrrrrll", rows)
+
+
+def growth(row: dict) -> int:
+    """Return how far the peak rose above the peak before generation (model and memory built)."""
+    return row["peak_bytes"] - row["baseline_bytes"]
+
+
+def goal_lines(results: list[dict]) -> list[str]:
+    """Return one line per goal at 16K tokens and beam 4 for BART-base, or a line saying it was not measured."""
+    for plain, shared in pair_rows(results):
+        if (plain["model"], plain["positions"], plain["beams"]) != ("base", 16384, 4):
+            continue
+        if "error" in plain or "error" in shared:
+            break
+        speed = shared["seconds_per_token"]
+        steady = shared["steady_seconds_per_token"]
+        ratio = shared["peak_bytes"] / plain["peak_bytes"]
+        return [
+            f"- Speed, goal at most {GOAL_SECONDS_PER_TOKEN} s per token: {speed:.3f} s per token over the "
+            f"whole call ({'met' if speed <= GOAL_SECONDS_PER_TOKEN else 'missed'}), {steady:.3f} s per token "
+            f"after the first step ({'met' if steady <= GOAL_SECONDS_PER_TOKEN else 'missed'}).",
+            f"- Peak memory, goal at most {GOAL_MEMORY_RATIO} of model.generate's: {ratio:.2f}, "
+            f"{'met' if ratio <= GOAL_MEMORY_RATIO else 'missed'}. Counting only the growth above the "
+            f"peak before generation (model weights and memory excluded): {growth(shared) / growth(plain):.2f}.",
+        ]
+    return ["- The goals (BART-base, 16K tokens, beam 4) were not measured in this run."]
+
+
+def plot(results: list[dict], path: Path) -> None:
+    plt = pyplot()
+    figure, (time_axis, memory_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    labels, plain_time, shared_time, plain_memory, shared_memory = [], [], [], [], []
+    for plain, shared in pair_rows(results):
+        if "error" in plain or "error" in shared:
+            continue
+        labels.append(f"{plain['model']}\n{plain['positions'] // 1024}K b{plain['beams']}")
+        plain_time.append(plain["seconds_per_token"])
+        shared_time.append(shared["seconds_per_token"])
+        plain_memory.append(plain["peak_bytes"] / GIB)
+        shared_memory.append(shared["peak_bytes"] / GIB)
+    positions = range(len(labels))
+    for axis, plain_values, shared_values, label in (
+        (time_axis, plain_time, shared_time, "seconds per generated token"),
+        (memory_axis, plain_memory, shared_memory, "peak RSS (GiB)"),
+    ):
+        axis.bar([x - 0.2 for x in positions], plain_values, width=0.4, label="model.generate attention")
+        axis.bar([x + 0.2 for x in positions], shared_values, width=0.4, label="shared attention")
+        axis.set_xticks(list(positions), labels)
+        axis.set_ylabel(label)
+        axis.grid(True, axis="y", alpha=0.3)
+        axis.legend()
+    figure.suptitle(f"Generating {GENERATED_TOKENS} tokens from a fused memory, float32 on CPU")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+
+
+def section_name(threads: int) -> str:
+    return SECTION if threads == 0 else f"{SECTION}_threads_{threads}"
+
+
+def write_docs(results: list[dict], info: dict) -> None:
+    threads = info.get("threads", 0)
+    name = section_name(threads)
+    plot_path = FIGURES / f"{name}.png"
+    plot(results, plot_path)
+    save_results(name, results, info)
+    title = "## Generation: model.generate's cross-attention against shared cross-attention"
+    if threads:
+        title += f", {threads} torch thread{'s' if threads > 1 else ''}"
+    body = "\n".join(
+        [
+            title,
+            "",
+            describe_machine(info),
+            "",
+            f"Each case generates exactly {GENERATED_TOKENS} tokens (min tokens = max tokens) from a fused memory "
+            "of random hidden states with `generate_from_memory`, float32, in a fresh process. "
+            "\"generate\" is `shared_attention=False` (model.generate keeps cross-attention keys and values "
+            "per beam), \"shared\" is `shared_attention=True`. Seconds per token is the whole call divided by "
+            "the tokens, so the shared path's one-time key and value projection is included. The columns \"after step 1\" "
+            "time the steps after the first, from the progress callback. Peak RSS is the "
+            "process's VmHWM, weights and Python included (the BART-base model alone is about 0.6 GiB). The growth "
+            "ratio compares how far each peak rose above the peak before generation, once the model and the "
+            "memory were built. "
+            "The identical-tokens column compares the two paths' output ids.",
+            "",
+            format_table(results),
+            "",
+            *goal_lines(results),
+            "",
+            f"![Seconds per token and peak memory]({plot_path.relative_to(DOCS).as_posix()})",
+        ]
+    )
+    write_section(name, body)
+
+
+def _numbers(text: str) -> tuple[int, ...]:
+    return tuple(int(value) for value in text.split(","))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(text.split(","))
+    unknown = [name for name in names if name not in SHAPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown model size {unknown[0]!r}: use base or large")
+    return names
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="run BART-base, 16K tokens, beam 1 only and print")
+    parser.add_argument("--no-write", action="store_true", help="print the table without updating docs/")
+    parser.add_argument("--models", type=_names, default=("base",), help="model sizes, comma-separated: base,large")
+    parser.add_argument("--sizes", type=_numbers, default=SIZES, help="memory tokens, comma-separated")
+    parser.add_argument("--beams", type=_numbers, default=BEAMS, help="beam counts, comma-separated")
+    parser.add_argument("--tokens", type=int, default=GENERATED_TOKENS, help="tokens generated per case")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per case (default: 900)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch intra-op threads in each case (default: 0, torch's default)"
+    )
+    parser.add_argument(
+        "--rewrite-docs", action="store_true", help="render docs/ again from the saved results, running nothing"
+    )
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.rewrite_docs:
+        import json
+
+        saved = json.loads((FIGURES / f"{section_name(args.threads)}.json").read_text(encoding="utf-8"))
+        write_docs(saved["results"], saved["machine"])
+        return 0
+
+    if args.child:
+        import json
+
+        size, method, positions, beams, tokens, threads = args.child
+        print(json.dumps(run_case(size, method, int(positions), int(beams), int(tokens), int(threads))))
+        return 0
+
+    models, sizes, beams = args.models, args.sizes, args.beams
+    if args.quick:
+        models, sizes, beams = ("base",), (16384,), (1,)
+    results = []
+    for size in models:
+        for positions in sizes:
+            for beam_count in beams:
+                for method in METHODS:
+                    print(f"{size}: {method} at {positions:,} tokens, beam {beam_count}", file=sys.stderr, flush=True)
+                    case = [size, method, str(positions), str(beam_count), str(args.tokens), str(args.threads)]
+                    row = run_child(__file__, case, args.timeout)
+                    if "error" in row:
+                        row = {"model": size, "method": method, "positions": positions, "beams": beam_count, **row}
+                    results.append(row)
+
+    info = {
+        **machine(),
+        "command": ("python bench/generate.py " + " ".join(sys.argv[1:])).strip(),
+        "threads": args.threads,
+    }
+    if args.threads:
+        info["torch_threads"] = args.threads
+    print(format_table(results))
+    print("\n".join(goal_lines(results)))
+    for plain, shared in pair_rows(results):
+        if "error" not in plain and "error" not in shared:
+            same = "identical" if plain["ids"] == shared["ids"] else "DIFFERENT"
+            print(f"{plain['model']} {plain['positions']:,} tokens beam {plain['beams']}: tokens {same}")
+    if not args.quick and not args.no_write:
+        write_docs(results, info)
+        print(f"wrote {DOCS / 'benchmarks.md'} and {FIGURES}/{section_name(args.threads)}.*", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
