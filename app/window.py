@@ -223,6 +223,10 @@ class MainWindow(QMainWindow):
         if status is not None:
             self.queue_panel.model.set_status(job_id, status)
             self._update_progress(job_id)
+            item = self.queue_panel.model.item(job_id)
+            # Keep the header above an unfinished summary in step with its row.
+            if self._shown_job == job_id and item is not None and item.summary is None:
+                self.show_job(job_id)
 
     def _on_progress(self, job_id: int, done: int, total: int, unit: str) -> None:
         item = self.queue_panel.model.item(job_id)

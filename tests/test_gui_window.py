@@ -420,3 +420,13 @@ def test_clock_starts_at_first_report():
     clock = StageClock(started=0.0)
     clock.update(0, 10, "windows", now=50.0)
     assert clock.elapsed(now=53.0) == 3.0
+
+
+def test_header_follows_running_stage(qtbot, make_window, tmp_path):
+    window = make_window()
+    [job_id] = window.add_files([corpus_copy(tmp_path, LONG_PDF)])
+    window.show_job(job_id)
+    headers = set()
+    window.runner.sig_stage.connect(lambda *_: headers.add(window.summary_panel.header.text()))
+    wait_status(qtbot, window, job_id, {Status.DONE})
+    assert any(": encoding" in text for text in headers), headers
