@@ -516,14 +516,19 @@ def _likely_field(fields: list[str], default: str, taken: set[str]) -> str:
         if name in lowered and lowered[name] not in taken:
             return lowered[name]
     free = [field for field in fields if field not in taken]
-    return free[-1] if default == DEFAULT_SUMMARY_FIELD and free else (free[0] if free else fields[0])
+    if not free:
+        return fields[0]
+    # Summaries tend to come after documents, so the summary takes the last free column.
+    if default == DEFAULT_SUMMARY_FIELD:
+        return free[-1]
+    return free[0]
 
 
 class _WheelGuard(QObject):
     """Stops the mouse wheel from changing a setting the user is only scrolling past.
 
     A spin box or combo box reacts to the wheel only after it has been clicked
-    or tabbed into; until then the wheel event is ignored and so scrolls the form.
+    or tabbed into. Until then the wheel event is ignored, so it scrolls the form.
     """
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:

@@ -65,7 +65,7 @@ def default_settings_path() -> Path:
 def migrate(data: dict) -> dict:
     """Apply migrations until ``data`` has the current version.
 
-    A file from a newer Synopsis keeps the fields this version knows.
+    A file from a newer Synopsis keeps the fields this version defines.
     """
     version = data.get("version", 1)
     if not isinstance(version, int) or version < 1:

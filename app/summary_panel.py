@@ -51,7 +51,7 @@ class SummaryPanel(QWidget):
     """Shows one summary; clicking a window or a sentence shows the text of its pages."""
 
     sig_document_needed = Signal(object)
-    """Path of the document whose text the source view needs; answer with set_document()."""
+    """Path of the document whose text the source view needs; reply with set_document()."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)

@@ -535,6 +535,6 @@ class TrainingController(QObject):
 
     @Slot(object)
     def _on_task_done(self, task: Task) -> None:
-        # Removed in place: the destroyed callback holds this same list.
+        # Removed in place, because the destroyed callback refers to this same list.
         self._tasks[:] = [waiting for waiting in self._tasks if waiting is not task]
         self.sig_task_done.emit(task)

@@ -114,7 +114,7 @@ class RunRequest:
             )
         for role, name in (("document", self.document_field), ("summary", self.summary_field)):
             if not name.strip():
-                raise SettingsError(f"The {role} column name is empty: choose the column that holds the {role}.")
+                raise SettingsError(f"The {role} column name is empty: choose the column that contains the {role}.")
         self.settings.validate()
 
     @property

@@ -11,8 +11,8 @@ corpus (2-core machine, pdfplumber 0.11.10, pypdfium2 5.x):
   default mode interleaves the two columns. PDFium inserts word spaces and
   reports a box for every character, which the layout pass needs to keep
   columns apart.
-* PDFium repairs broken cross-reference tables as it opens a file, and tells
-  a missing or wrong password apart from damage by an error code.
+* PDFium repairs broken cross-reference tables as it opens a file, and
+  reports a missing or wrong password with an error code distinct from damage.
 
 The file is opened read-only, and PDFium calls are serialized by a lock
 because PDFium is not thread-safe.
