@@ -31,7 +31,7 @@ from synopsis.engine.documents import load_document
 from synopsis.engine.errors import Cancelled, SettingsError, SynopsisError
 from synopsis.engine.generation import GenerationSettings
 from synopsis.engine.models import LoadedModel, load_model, resolve_device
-from synopsis.engine.preflight import PreflightReport, preflight
+from synopsis.engine.preflight import PreflightReport, preflight, usable_pairs
 from synopsis.engine.progress import CancellationToken
 from synopsis.engine.registry import ModelEntry, ModelRegistry
 from synopsis.engine.runs import (
@@ -46,7 +46,6 @@ from synopsis.engine.runs import (
     load_run_pairs,
     metrics_rows,
     save_request,
-    usable_pairs,
     write_status,
 )
 from synopsis.engine.summarize import Summary, summarize_document

@@ -30,7 +30,7 @@ from .evaluation import ROUGE_KEYS, EvaluationReport, evaluate_pairs
 from .generation import GenerationSettings
 from .models import LoadedModel
 from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, LoadedPairs, Pair, RejectedPair, load_pairs, split_pairs
-from .preflight import PreflightReport, format_report, preflight
+from .preflight import format_report, preflight, usable_pairs
 from .progress import CancellationToken, ProgressFn
 from .training import EvaluationEvent, StepEvent, Trainer, TrainingDivergedError, TrainingEvent, TrainingResult, checkpoint
 from .training.settings import PRECISIONS, ROUGE_METRICS, TrainingSettings
@@ -317,7 +317,7 @@ def _run_preflight(
     sys.stdout.flush()
 
     _check_rejected(report.rejected, args.skip_bad_pairs, str(args.pairs))
-    train, validation = _usable_pairs(report, train, validation)
+    train, validation = usable_pairs(report, train, validation)
     if not train:
         raise BadPairsError(args.pairs, "no training pairs are left to train on.")
     return train, validation
@@ -337,15 +337,6 @@ def _check_output_folder(output: Path, resume: bool) -> None:
         raise SettingsError(
             f"{output} already contains a training run: continue it with --resume, or choose an empty folder."
         )
-
-
-def _usable_pairs(report: PreflightReport, train: list[Pair], validation: list[Pair]) -> tuple[list[Pair], list[Pair]]:
-    """Drop the pairs the pre-flight check rejected; lengths are in train-then-validation order."""
-    usable = [problem is None for problem in report.problems]
-    return (
-        [pair for pair, ok in zip(train, usable[: len(train)]) if ok],
-        [pair for pair, ok in zip(validation, usable[len(train) :]) if ok],
-    )
 
 
 class _TrainingReporter:

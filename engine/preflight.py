@@ -514,3 +514,11 @@ def _cached_step_flops(shape: ModelShape, pair: PairLengths, window_tokens: int)
     decoder = shape.decoder_flops(pair.memory_positions, pair.summary_tokens)
     return 4 * encoder + 3 * decoder
 
+
+def usable_pairs(report: PreflightReport, train: list[Pair], validation: list[Pair]) -> tuple[list[Pair], list[Pair]]:
+    """Drop the pairs the pre-flight check rejected; its lengths are in train-then-validation order."""
+    usable = [problem is None for problem in report.problems]
+    return (
+        [pair for pair, ok in zip(train, usable[: len(train)]) if ok],
+        [pair for pair, ok in zip(validation, usable[len(train) :]) if ok],
+    )

@@ -35,7 +35,6 @@ from .errors import SettingsError
 from .files import write_text_atomic
 from .generation import GenerationSettings
 from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, Pair, RejectedPair, load_pairs, split_pairs
-from .preflight import PreflightReport
 from .progress import CancellationToken, ProgressFn, ignore_progress
 from .training.checkpoint import complete_checkpoints
 from .training.settings import TrainingSettings
@@ -396,15 +395,6 @@ def load_run_pairs(
         train, held_out = split_pairs(loaded.pairs, request.validation_fraction, request.settings.seed)
         return RunPairs(train, held_out, rejected)
     return RunPairs(loaded.pairs, [], rejected)
-
-
-def usable_pairs(report: PreflightReport, train: list[Pair], validation: list[Pair]) -> tuple[list[Pair], list[Pair]]:
-    """Drop the pairs the pre-flight check rejected; its lengths are in train-then-validation order."""
-    usable = [problem is None for problem in report.problems]
-    return (
-        [pair for pair, ok in zip(train, usable[: len(train)]) if ok],
-        [pair for pair, ok in zip(validation, usable[len(train) :]) if ok],
-    )
 
 
 def _read_json(path: Path) -> dict:

@@ -1,6 +1,6 @@
 """A loopback HTTP server that serves model repositories in the hub's layout, for tests.
 
-It answers the requests huggingface_hub 2.4 makes for repository info and
+It serves the requests huggingface_hub 2.4 makes for repository info and
 file resolution (HEAD with ETag and commit headers, GET with Range), so
 downloads, cancels and resumes run against real HTTP on 127.0.0.1.
 """

@@ -3,9 +3,10 @@
 The zip bomb with a high compression ratio, the total-size and member-count
 limits and the XML entity bomb are tested in test_documents_errors.py. These
 tests add a PDF with thousands of empty pages and a .docx whose central
-directory understates a member's size, each loaded in a fresh subprocess that
-reports its peak resident memory (VmHWM, Linux only), and PDFs with pages
-that PDFium cannot load.
+directory understates a member's size. Each of those loads in a fresh
+subprocess that reports its peak resident memory (VmHWM, Linux only). They
+also cover PDFs with pages that PDFium cannot load, and .docx packages with a
+broken structure.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ loading process's peak resident memory under PEAK_MEMORY_LIMIT_MIB.
 Loads run in one long-lived worker subprocess, so that a hang can be stopped
 (the worker is killed and restarted) and a crash inside PDFium shows up as
 a dead worker rather than killing pytest. A mutant that breaks the contract
-fails the test with its mutation described; once the reader is fixed, add it
-to REGRESSION_FLIPS (or a test of its own), which rebuilds each one from the
+fails the test with its mutation described. Once the reader is fixed, add it
+to REGRESSION_FLIPS (or a test of its own). Those cases are rebuilt from the
 corpus at test time, so no copy of a corpus file is kept in the repository.
 """
 

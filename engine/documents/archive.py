@@ -1,9 +1,9 @@
 """Checks on a .docx zip archive made before any part of it is inflated or parsed.
 
 python-docx reads every member of the archive into memory and parses the XML
-parts, so a hostile file could exhaust memory in two ways: a zip bomb (a
-small member that inflates to gigabytes) or an XML entity bomb ("billion
-laughs", entities that expand to each other). The central directory gives
+parts. A hostile file could therefore exhaust memory in two ways. One is a
+zip bomb, a small member that inflates to gigabytes. The other is an XML
+entity bomb ("billion laughs"), entities that expand to each other. The central directory gives
 each member's declared sizes without inflating anything, and Python's
 zipfile never inflates a member past its declared size, so checking the
 declared sizes bounds the memory used. OOXML parts never contain a document

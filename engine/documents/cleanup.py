@@ -82,11 +82,11 @@ def collect_vocabulary(text: str) -> tuple[set[str], set[str]]:
 def join_hyphenated_lines(text: str, words: set[str] | None = None, compounds: set[str] | None = None) -> str:
     """Join words split across lines by a hyphen.
 
-    ``dan-⏎gerous`` becomes ``dangerous``. The hyphen stays, and only the line
-    break goes, when the part after the break does not start with a lowercase
-    letter (``Anglo-⏎Saxon``, ``2017-⏎2023``), or when the document writes the
-    hyphenated compound on one line elsewhere (``well-known``) but never the
-    joined word. ``words`` and ``compounds`` come from
+    ``dan-⏎gerous`` becomes ``dangerous``. In two cases the hyphen stays and
+    only the line break goes. One is a part after the break that does not
+    start with a lowercase letter (``Anglo-⏎Saxon``, ``2017-⏎2023``). The other
+    is a compound the document writes hyphenated on one line elsewhere
+    (``well-known``) but never joined. ``words`` and ``compounds`` come from
     :func:`collect_vocabulary`, usually over the whole document.
     """
     if words is None or compounds is None:

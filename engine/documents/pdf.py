@@ -1,11 +1,10 @@
 """PDF reader built on pypdfium2, the PDFium binding that pdfplumber installs.
 
-Why pypdfium2 and not pdfplumber's own text: measured on this project's
-corpus (2-core machine, pdfplumber 0.11.10, pypdfium2 5.x):
+Why pypdfium2 and not pdfplumber's own text (``bench/extract.py`` compares
+the two on the corpus PDFs; its table is in docs/benchmarks.md):
 
-* Speed: pdfplumber read the two-column tracemonkey paper (14 pages) in
-  1.96 s, and pypdfium2 read it in 0.05 s. With per-character boxes and the
-  layout pass of :mod:`.pdf_layout`, the 400-page IRS manual takes about 1.3 s.
+* Speed and memory: this reader, layout pass included, ran 5 to 8 times
+  pdfplumber's pages per second with a sixth or less of its peak memory.
 * Quality: pdfplumber's ``extract_text(use_text_flow=True)`` dropped the word
   spaces of that paper ("DynamiclanguagessuchasJavaScript..."), and its
   default mode interleaves the two columns. PDFium inserts word spaces and

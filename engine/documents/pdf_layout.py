@@ -18,9 +18,9 @@ as-is interleaves the columns. So the page is rebuilt from geometry:
 
 Boxes are first turned so that most characters stand upright. The turn
 comes from the characters' own angle, not the page's /Rotate entry, because
-producers use /Rotate both ways: in the corpus, one page with /Rotate 90 draws
-rotated text that the entry turns upright, while another draws upright text
-that the entry turns on its side.
+producers use /Rotate both ways. In the corpus, one page with /Rotate 90 draws
+rotated text that the entry turns upright. Another draws upright text that
+the entry turns on its side.
 """
 
 from __future__ import annotations
