@@ -100,7 +100,7 @@ class FinetuneDialog(QDialog):
 
         self._build_widgets()
         self._connect_controller()
-        self._refresh_models(model or DEFAULT_MODEL)
+        self._refresh_models(model or DEFAULT_MODEL, prefer_ready=True)
         self.refresh_runs()
         self._update_device()
         self._update_command()
@@ -216,11 +216,22 @@ class FinetuneDialog(QDialog):
             self._show_message(f"The model list could not be read: {error}")
             return []
 
-    def _refresh_models(self, current: str, tuned_path: Path | None = None) -> None:
+    def _refresh_models(self, current: str, tuned_path: Path | None = None, prefer_ready: bool = False) -> None:
+        """Fill the base-model list from the model manager's ready models, selecting ``current``.
+
+        With ``prefer_ready``, a ``current`` hub id that is not downloaded gives
+        way to the first ready model, so the dialog does not open on a model
+        that training would first have to download.
+        """
         entries = self._registry_entries()
         models = [(f"{entry.name} ({entry.kind.value})", entry.source) for entry in entries]
         if not any(source == current for _label, source in models):
-            models.insert(0, (current, current))
+            if prefer_ready and models and not Path(current).is_dir():
+                current = models[0][1]
+            elif Path(current).is_dir():
+                models.insert(0, (current, current))
+            else:
+                models.insert(0, (f"{current} (not downloaded)", current))
         self.form.set_models(models, current)
         tuned = [entry for entry in entries if entry.kind is ModelKind.FINE_TUNED]
         self.compare_panel.set_models(tuned, tuned_path)

@@ -93,7 +93,7 @@ class PreviewPanel(QWidget):
         for label in (self.device_label, self.estimate_label, self.warning_label, self.status_label):
             layout.addWidget(label)
         layout.addWidget(splitter, 1)
-        self.show_rejected([])
+        self.rejected_label.setText("Pairs that cannot be used are listed here once pairs are chosen.")
 
     def set_status(self, text: str) -> None:
         self.status_label.setText(text)

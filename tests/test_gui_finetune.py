@@ -450,3 +450,34 @@ def test_history_marks_best_step(qtbot):
     monitor.load_history(rows, best_step=1)
     stars = [row[-1] for row in monitor.evaluation_rows()]
     assert stars == ["★", ""]
+
+
+@pytest.fixture
+def dialog_on(qtbot, registry, tmp_path):
+    """Open a dialog for ``model`` without showing it; shut its worker thread down afterwards."""
+    created = []
+
+    def make(model: str) -> FinetuneDialog:
+        dialog = FinetuneDialog(None, registry, tmp_path / "runs", model=model)
+        qtbot.addWidget(dialog)
+        created.append(dialog)
+        return dialog
+
+    yield make
+    for dialog in created:
+        dialog.controller.shutdown()
+
+
+def test_dialog_opens_on_ready_model(dialog_on, registry, tiny_model_dir):
+    # The default hub model is not downloaded here, so the dialog picks a ready one.
+    registry.add_folder(tiny_model_dir, name="tiny-local")
+    dialog = dialog_on("facebook/bart-large-cnn")
+    assert dialog.form.model_source() == str(Path(tiny_model_dir).resolve())
+
+
+def test_dialog_marks_model_not_downloaded(dialog_on):
+    dialog = dialog_on("facebook/bart-large-cnn")
+    assert dialog.form.model_combo.currentText() == "facebook/bart-large-cnn (not downloaded)"
+    assert dialog.form.model_source() == "facebook/bart-large-cnn"
+    # No pairs are chosen yet, so nothing may claim that every pair can be used.
+    assert "Every pair" not in dialog.preview.rejected_label.text()
