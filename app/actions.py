@@ -12,9 +12,10 @@ from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QComboBox, QFileDialog, QInputDialog, QLineEdit, QMessageBox
 
 from synopsis.engine import __version__
-from synopsis.engine.errors import ModelError
+from synopsis.engine.errors import ModelError, SynopsisError
 from synopsis.engine.logs import log_directory
 from synopsis.engine.models import check_model_folder
+from synopsis.engine.registry import ModelRegistry
 
 from .export import FORMATS, export_summary
 from .preferences import PreferencesDialog, length_choices
@@ -196,6 +197,11 @@ def choose_model_folder(window: MainWindow) -> None:
         log.info("model folder rejected: %s", error)
         QMessageBox.warning(window, "Not a model folder", str(error))
         return
+    # List the folder in the model manager too, so it can be chosen again from there.
+    try:
+        ModelRegistry().record_folder(folder)
+    except SynopsisError as error:
+        log.warning("model folder %s not added to the model list: %s", folder, error)
     use_model(window, folder)
 
 

@@ -320,6 +320,16 @@ class ModelRegistry:
         del loaded
         if cancel is not None:
             cancel.raise_if_cancelled()
+        return self.record_folder(folder, name)
+
+    def record_folder(self, folder: str | Path, name: str | None = None) -> ModelEntry:
+        """Add a model folder to the list without loading it, for a caller that has checked it already.
+
+        ``models.check_model_folder`` is check enough for the list, which
+        looks only for the folder's files. Weights that fail to load raise
+        their error when a summary or a training run loads them.
+        """
+        folder = Path(folder).expanduser().resolve()
         with self._editing() as data:
             data["local"] = [record for record in data["local"] if _resolve(record["path"]) != folder]
             data["local"].append({"path": str(folder), "name": name or folder.name, "added": _now()})

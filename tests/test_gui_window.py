@@ -430,3 +430,16 @@ def test_header_follows_running_stage(qtbot, make_window, tmp_path):
     window.runner.sig_stage.connect(lambda *_: headers.add(window.summary_panel.header.text()))
     wait_status(qtbot, window, job_id, {Status.DONE})
     assert any(": encoding" in text for text in headers), headers
+
+
+def test_local_folder_listed_in_manager(qtbot, make_window, monkeypatch, tiny_model_dir):
+    from synopsis.engine.registry import ModelKind, ModelRegistry
+
+    window = make_window()
+    folder = str(Path(tiny_model_dir).resolve())
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: folder)
+    window.menu_actions.local_model.trigger()
+
+    assert window.settings.model == folder
+    local = [entry for entry in ModelRegistry().entries() if entry.kind is ModelKind.LOCAL]
+    assert [entry.source for entry in local] == [folder]
