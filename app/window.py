@@ -109,8 +109,10 @@ class MainWindow(QMainWindow):
         self.progress_bar.hide()
         self.settings_label = QLabel()
         bar = self.statusBar()
-        bar.addWidget(self.progress_bar)
-        bar.addWidget(self.progress_label, 1)
+        # Permanent widgets sit on the right, so a temporary message (shown on
+        # the left) never draws over the progress of the running document.
+        bar.addPermanentWidget(self.progress_label)
+        bar.addPermanentWidget(self.progress_bar)
         bar.addPermanentWidget(self.settings_label)
 
     def _disable_drops_in_children(self) -> None:
