@@ -8,7 +8,9 @@ exact equality is checked and on where per-rank dropout is checked.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -60,6 +62,24 @@ def train_run(model_dir: Path, output: Path, group, pairs_count: int, cancel=Non
     return {name: value.detach().clone() for name, value in loaded.model.named_parameters()}
 
 
+@contextlib.contextmanager
+def nan_loss_on_call(call: int | None):
+    """Make the DDP step's decoder loss NaN on its ``call``-th forward in this process; None: never."""
+    real = distributed.decoder_loss
+    calls = {"count": 0}
+
+    def poisoned(model, memory, labels):
+        calls["count"] += 1
+        loss = real(model, memory, labels)
+        return loss * math.nan if calls["count"] == call else loss
+
+    distributed.decoder_loss = poisoned
+    try:
+        yield
+    finally:
+        distributed.decoder_loss = real
+
+
 def worker(plain_model: Path, dropout_model: Path, root: Path) -> dict:
     """Run every distributed case as one rank and return its final parameters per case."""
     group = distributed.from_environment(torch.device("cpu"))
@@ -80,6 +100,9 @@ def worker(plain_model: Path, dropout_model: Path, root: Path) -> dict:
         stop = CancelOnStep(2 if rank == 1 else None)
         train_run(dropout_model, root / "parts", group, 5, cancel=stop, **resumable)
         results["resumed"] = train_run(dropout_model, root / "parts", group, 5, resume=True, **resumable)
+        # Rank 1 alone gets a NaN loss on its second document, in step 2.
+        with nan_loss_on_call(2 if rank == 1 else None):
+            results["nan"] = train_run(plain_model, own("nan"), group, 4, **common)
         return results
     finally:
         distributed.shut_down()
@@ -199,6 +222,34 @@ def test_cancel_on_one_rank_then_resume_matches(launched):
     ]
     assert evaluations == [1, 2, 3]
     assert torch.equal(results[0]["resumed"]["model.shared.weight"], results[1]["resumed"]["model.shared.weight"])
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_skips_everywhere(launched):
+    root, results = launched
+    rows = [json.loads(line) for line in (root / "nan" / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["skipped"] for row in rows] == [False, True]
+    assert rows[1]["loss"] is None
+    state = json.loads((root / "nan" / "last" / "trainer_state.json").read_text(encoding="utf-8"))
+    assert state["step"] == 2
+    # Both ranks skipped the update, so their weights still agree.
+    for name, value in results[0]["nan"].items():
+        assert torch.equal(value, results[1]["nan"][name]), name
+    assert not (root / "nan-rank1").exists()
+
+
+@pytest.mark.parametrize(
+    "indices, rank, expected",
+    [
+        ([4, 1, 3, 0], 0, [(4, 1, False), (3, 1, True)]),
+        ([4, 1, 3, 0], 1, [(1, 1, False), (0, 1, True)]),
+        ([4, 1, 3], 0, [(4, 1, False), (3, 1, True)]),
+        ([4, 1, 3], 1, [(1, 1, False), (4, 0, True)]),
+        ([2], 1, [(2, 0, True)]),
+    ],
+)
+def test_rank_documents_share_and_filler(indices, rank, expected):
+    assert list(distributed.rank_documents(indices, rank, WORLD_SIZE)) == expected
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ from ..models import LoadedModel
 from ..pairs import Pair
 from ..progress import CancellationToken, ProgressFn, ignore_progress
 from . import checkpoint
-from .distributed import Distributed, SyncedStep, rank_seed
+from .distributed import Distributed, SyncedStep, rank_documents, rank_seed
 from .events import (
     CheckpointEvent,
     EvaluationEvent,
@@ -291,24 +291,12 @@ class Trainer:
         }
 
     def _documents_of_rank(self, indices: list[int]) -> Iterator[tuple[int, int, bool]]:
-        """Yield ``(pair index, share, last)`` for each document this rank trains on in a step of ``indices``.
-
-        Rank r takes ``indices[r::world_size]``. When the step's documents do
-        not divide evenly, a rank with one fewer ends on a filler with share 0,
-        so every rank runs the same number of passes and collectives.
-        """
+        """Yield ``(pair index, share, last)`` for each document this rank trains on in a step of ``indices``."""
         if self.distributed is None:
             for position, index in enumerate(indices):
                 yield index, 1, position == len(indices) - 1
             return
-        mine = indices[self.distributed.rank :: self.world_size]
-        passes = math.ceil(len(indices) / self.world_size)
-        for position in range(passes):
-            last = position == passes - 1
-            if position < len(mine):
-                yield mine[position], 1, last
-            else:
-                yield indices[0], 0, last
+        yield from rank_documents(indices, self.distributed.rank, self.world_size)
 
     def _ddp_options(self, last: bool) -> dict:
         """Return the DDP arguments of ``cached_backward``: none for one process."""
