@@ -27,6 +27,7 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -349,11 +350,16 @@ def _launch_workers(args: argparse.Namespace, cli) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    return codes[0]
+    # Rank 0's code, unless it succeeded and another rank failed.
+    return next((code for _, code in sorted(codes.items()) if code), cli.EXIT_OK)
 
 
 def _worker_main(args: argparse.Namespace) -> int:
-    """Run ``train`` in a worker process that the elastic launcher started; return its exit code."""
+    """Run ``train`` in a worker process that the elastic launcher started; return its exit code.
+
+    Every rank prints its own error, since a failure may hit one rank only.
+    Ranks other than 0 name themselves in the message.
+    """
     from . import cli
     from .logs import configure_logging
 
@@ -362,8 +368,12 @@ def _worker_main(args: argparse.Namespace) -> int:
     try:
         return command_train(args)
     except SynopsisError as error:
-        log.error("%s", error)
-        cli._print_error(None, error)
+        rank = int(os.environ.get("RANK", "0"))
+        log.error("rank %d: %s", rank, error)
+        if rank == 0:
+            cli._print_error(None, error)
+        else:
+            print(f"synopsis: error (rank {rank}): {error}", file=sys.stderr)
         return cli.exit_code_for(error)
 
 
