@@ -7,6 +7,11 @@ after the current document and saves a checkpoint. A second Ctrl-C stops at
 once.
 ``evaluate`` summarizes every pair's document and prints ROUGE scores.
 
+``train --nproc N`` starts N worker processes through PyTorch's elastic
+launcher, and each runs ``train`` again as one rank of a DistributedDataParallel
+group. A worker started by a user's own ``torchrun`` is recognized by its
+``WORLD_SIZE`` and ``RANK`` variables and trains the same way.
+
 Exit codes are those of ``summarize``: 0 success, 2 usage error, 3 document
 or data error, 4 model error, 130 cancelled.
 
@@ -17,15 +22,18 @@ this module while it is itself loading.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import TextIO
 
-from .errors import DocumentError, SettingsError
+from .errors import DocumentError, SettingsError, SynopsisError
 from .evaluation import ROUGE_KEYS, EvaluationReport, evaluate_pairs
 from .generation import GenerationSettings
 from .models import LoadedModel
@@ -33,6 +41,7 @@ from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, LoadedPairs, P
 from .preflight import format_report, preflight, usable_pairs
 from .progress import CancellationToken, ProgressFn
 from .training import EvaluationEvent, StepEvent, Trainer, TrainingDivergedError, TrainingEvent, TrainingResult, checkpoint
+from .training import distributed
 from .training.settings import PRECISIONS, ROUGE_METRICS, TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -254,6 +263,15 @@ def command_train(args: argparse.Namespace) -> int:
     _check_output_folder(args.output, args.resume)
     if args.resume:
         settings = resumed_settings(args, settings)
+    if args.nproc > 1 and not args.dry_run and not distributed.launched_by_torchrun():
+        return _launch_workers(args, cli)
+    if distributed.launched_by_torchrun() and not args.dry_run:
+        return _train_as_rank(args, settings, cli)
+    return _train(args, settings, cli, None)
+
+
+def _train(args: argparse.Namespace, settings: TrainingSettings, cli, group: distributed.Distributed | None) -> int:
+    """Load the pairs and the model, run the pre-flight check and train; ``group`` is this rank's DDP group, if any."""
     bars = Bars(enabled=not args.quiet)
     try:
         # The run's own seed, so a resumed run splits the pairs as it did at the start.
@@ -269,6 +287,10 @@ def command_train(args: argparse.Namespace) -> int:
     train, validation = _run_preflight(args, loaded, settings, train, validation, bars)
     if args.dry_run:
         return cli.EXIT_OK
+    if group is not None and group.is_main:
+        per_step = settings.accumulate * group.world_size
+        print(f"Processes:   {group.world_size}, {settings.accumulate} documents each, {per_step} per optimizer step")
+        sys.stdout.flush()
 
     token = CancellationToken()
     reporter = _TrainingReporter(bars)
@@ -281,6 +303,7 @@ def command_train(args: argparse.Namespace) -> int:
         progress=bars.stage("Training", "steps"),
         cancel=token,
         on_event=reporter,
+        distributed=group,
     )
     try:
         with CtrlC(token, "stopping after the current document and saving a checkpoint"):
@@ -292,6 +315,85 @@ def command_train(args: argparse.Namespace) -> int:
     finally:
         bars.close()
     return _report_result(result, cli)
+
+
+def _launch_workers(args: argparse.Namespace, cli) -> int:
+    """Train in ``args.nproc`` processes started by PyTorch's elastic launcher; return rank 0's exit code.
+
+    A terminal's Ctrl-C reaches every worker, since they share its process
+    group, and each stops after the current document. This process ignores
+    the first Ctrl-C and lets a second one stop the launcher and its workers.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    presses = {"count": 0}
+
+    def on_ctrl_c(signum, frame) -> None:
+        presses["count"] += 1
+        if presses["count"] > 1:
+            raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    except ValueError:  # not the main thread: Ctrl-C keeps its usual effect
+        previous = None
+    try:
+        codes = distributed.launch(args.nproc, _worker_main, args)
+    except ChildFailedError as error:
+        log.error("a training worker failed: %s", error)
+        print(
+            "synopsis: error: a training worker failed (details below). Fix the cause and run the command "
+            f"again, with --resume if a checkpoint was saved.\n{error}",
+            file=sys.stderr,
+        )
+        return cli.EXIT_MODEL
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    # Rank 0's code, unless it succeeded and another rank failed.
+    return next((code for _, code in sorted(codes.items()) if code), cli.EXIT_OK)
+
+
+def _worker_main(args: argparse.Namespace) -> int:
+    """Run ``train`` in a worker process that the elastic launcher started; return its exit code.
+
+    Every rank prints its own error, since a failure may hit one rank only.
+    Ranks other than 0 name themselves in the message.
+    """
+    from . import cli
+    from .logs import configure_logging
+
+    configure_logging(logging.INFO if args.verbose else None)
+    cli._quiet_libraries()
+    try:
+        return command_train(args)
+    except SynopsisError as error:
+        rank = int(os.environ.get("RANK", "0"))
+        log.error("rank %d: %s", rank, error)
+        if rank == 0:
+            cli._print_error(None, error)
+        else:
+            print(f"synopsis: error (rank {rank}): {error}", file=sys.stderr)
+        return cli.exit_code_for(error)
+
+
+def _train_as_rank(args: argparse.Namespace, settings: TrainingSettings, cli) -> int:
+    """Join the launcher's process group and train as one rank.
+
+    Only rank 0 prints reports. The other ranks' errors still reach stderr,
+    because they propagate out of the redirection before they are printed.
+    """
+    device = distributed.worker_device(args.device)
+    args.device = str(device)
+    group = distributed.from_environment(device)
+    try:
+        if group.is_main:
+            return _train(args, settings, cli, group)
+        args.quiet = True
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return _train(args, settings, cli, group)
+    finally:
+        distributed.shut_down()
 
 
 def _run_preflight(
@@ -494,7 +596,25 @@ def add_training_commands(commands: argparse._SubParsersAction, model_options: a
         help="stop after N optimizer steps in total, counting the steps before a --resume",
     )
     train.add_argument("--lr", type=_positive_float, metavar="X", help=f"peak learning rate (default: {defaults.learning_rate:g})")
-    train.add_argument("--accumulate", type=_positive, metavar="N", help=f"documents per optimizer step (default: {defaults.accumulate})")
+    train.add_argument(
+        "--accumulate",
+        type=_positive,
+        metavar="N",
+        help=(
+            f"documents per optimizer step and process, so N times --nproc per step in all "
+            f"(default: {defaults.accumulate})"
+        ),
+    )
+    train.add_argument(
+        "--nproc",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help=(
+            "train in N processes with DistributedDataParallel, one per GPU (or N shares of the CPU cores), "
+            "started by PyTorch's elastic launcher; see docs/scaling.md (default: 1)"
+        ),
+    )
     train.add_argument(
         "--chunk-windows",
         type=_positive,

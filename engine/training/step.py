@@ -21,14 +21,26 @@ backpropagation through the whole graph, up to float rounding.
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Protocol
 
 import torch
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 SyncContext = Callable[[], ContextManager]
+
+
+class StepForwards(Protocol):
+    """The forwards with a graph that ``cached_backward`` routes through a DDP wrapper (``distributed.SyncedStep``)."""
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor: ...
+
+    def decoder_loss(self, memory: torch.Tensor, labels: torch.Tensor) -> torch.Tensor: ...
+
+    def no_sync(self) -> ContextManager: ...
 
 
 @dataclass
@@ -102,6 +114,9 @@ def cached_backward(
     grad_scaler: torch.amp.GradScaler | None = None,
     autocast_dtype: torch.dtype | None = None,
     sync_context: SyncContext | None = None,
+    forwards: StepForwards | None = None,
+    synced: bool = True,
+    agree_finite: Callable[[bool], bool] | None = None,
 ) -> torch.Tensor:
     """Accumulate the gradient of one document's summary loss into every parameter's ``.grad``.
 
@@ -111,19 +126,22 @@ def cached_backward(
     The loss is multiplied by ``loss_scale`` (1 / examples per optimizer step
     when accumulating) and then by ``grad_scaler`` if given, before any
     backward. Every forward runs under autocast to ``autocast_dtype`` (None:
-    no autocast). Every backward but the last runs inside ``sync_context()``,
-    so DistributedDataParallel can pass its ``no_sync``.
+    no autocast). Every forward and backward with a graph, except the last
+    chunk's, runs inside ``sync_context()``; with ``synced=False`` the last
+    chunk's does too.
+
+    Under DistributedDataParallel, ``forwards`` is the DDP-wrapped step
+    (``distributed.SyncedStep``): the decoder and the re-encoding forwards go
+    through it, and ``sync_context`` defaults to its ``no_sync``. So the last
+    chunk's backward is the only one that all-reduces. Pass ``synced=False``
+    for every document of an optimizer step but the last. ``agree_finite``
+    receives whether this rank's loss is finite and returns whether every
+    rank's is, so all ranks skip a document together.
 
     The torch RNG advances exactly as in a plain forward over the same chunks,
     in order, followed by the decoder. Returns the unscaled loss, detached.
     A non-finite loss is returned before any backward, so no ``.grad`` changes.
-
-    NOTE: ``model`` is the bare model, and its encoder and decoder are called
-    directly, so a DistributedDataParallel wrapper's forward never runs and
-    its reducer would not all-reduce on the last backward. Multi-GPU training
-    still needs a final all-reduce of the gradients (or routing the last
-    re-encode through the wrapper), and every rank must agree to skip a
-    non-finite loss. Neither is built or tested yet.
+    When another rank's loss was not finite, NaN is returned likewise.
     """
     if chunk_windows < 1:
         raise ValueError(f"chunk_windows must be at least 1, got {chunk_windows}")
@@ -134,6 +152,13 @@ def cached_backward(
     encoder = model.get_encoder()
     windows = input_ids.shape[0]
     chunks = [(start, min(start + chunk_windows, windows)) for start in range(0, windows, chunk_windows)]
+    if forwards is not None:
+        encode_with_graph = forwards.encode
+        loss_with_graph = forwards.decoder_loss
+        sync_context = sync_context or forwards.no_sync
+    else:
+        encode_with_graph = functools.partial(encode_chunk, encoder)
+        loss_with_graph = functools.partial(decoder_loss, model)
     no_sync = sync_context or contextlib.nullcontext
 
     # Stage 1: encode every chunk without a graph, noting the RNG state each starts from.
@@ -146,11 +171,16 @@ def cached_backward(
     chunk_positions = [piece.shape[0] for piece in pieces]
     memory = torch.cat(pieces, dim=0).unsqueeze(0).requires_grad_(True)  # (1, positions, d_model), a leaf
 
-    # Stage 2: decoder with teacher forcing on the fused memory.
-    with autocast_context(device, autocast_dtype):
-        loss = decoder_loss(model, memory, labels)
+    # Stage 2: decoder with teacher forcing on the fused memory. Under DDP the
+    # forward must run inside no_sync too, or the reducer would expect this
+    # backward to be the synced one.
+    with no_sync(), autocast_context(device, autocast_dtype):
+        loss = loss_with_graph(memory, labels)
     after_decoder = RngState.capture(device)
-    if not torch.isfinite(loss).item():
+    finite = bool(torch.isfinite(loss).item())
+    if agree_finite is not None and agree_finite(finite) != finite:
+        return torch.full_like(loss.detach(), math.nan)
+    if not finite:
         return loss.detach()
 
     # Stage 3: backward through the decoder; the memory's gradient is the cache.
@@ -165,13 +195,13 @@ def cached_backward(
     # each chunk's slice of the cache into the encoder.
     offset = 0
     for index, (start, stop) in enumerate(chunks):
-        last = index == len(chunks) - 1
+        syncs = synced and index == len(chunks) - 1
         chunk_rng[index].restore()
-        with autocast_context(device, autocast_dtype):
-            states = encode_chunk(encoder, input_ids[start:stop], attention_mask[start:stop])  # (n, d_model)
         grad = cache[offset : offset + chunk_positions[index]]
         offset += chunk_positions[index]
-        with contextlib.nullcontext() if last else no_sync():
+        with contextlib.nullcontext() if syncs else no_sync():
+            with autocast_context(device, autocast_dtype):
+                states = encode_with_graph(input_ids[start:stop], attention_mask[start:stop])  # (n, d_model)
             torch.autograd.backward(states, grad_tensors=grad)
 
     # Leave the RNG where the plain forward would have left it.

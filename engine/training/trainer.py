@@ -9,6 +9,10 @@ The output folder contains::
     last/                      model + tokenizer of the newest checkpoint
 
 best/ and last/ load with ``from_pretrained`` and with ``engine.models.load_model``.
+
+Under DistributedDataParallel (``distributed``), every rank runs this recipe on
+its share of each step's documents. Only rank 0 evaluates and writes files,
+and every decision that ends or skips a step is agreed by all ranks.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from ..models import LoadedModel
 from ..pairs import Pair
 from ..progress import CancellationToken, ProgressFn, ignore_progress
 from . import checkpoint
+from .distributed import Distributed, SyncedStep, rank_documents, rank_seed
 from .events import (
     CheckpointEvent,
     EvaluationEvent,
@@ -62,6 +67,11 @@ class Trainer:
     checkpoint of the last finished step and returns. ``on_event`` receives
     the events of ``training.events``. ``metric_fn(predictions, references)``
     replaces ROUGE in evaluations.
+
+    With ``distributed``, each optimizer step takes ``accumulate`` documents
+    per rank, so ``accumulate`` times the world size in all. Progress and
+    events are reported on rank 0 only. A cancel on any rank stops every rank
+    before the same document, and the unfinished step is dropped.
     """
 
     def __init__(
@@ -75,6 +85,7 @@ class Trainer:
         cancel: CancellationToken | None = None,
         on_event: Callable[[TrainingEvent], None] | None = None,
         metric_fn: MetricFn | None = None,
+        distributed: Distributed | None = None,
     ) -> None:
         settings.validate()
         if not train_pairs:
@@ -96,8 +107,12 @@ class Trainer:
         self.cancel = cancel
         self.on_event = on_event or (lambda event: None)
         self.metric_fn = metric_fn or default_metric
+        self.distributed = distributed
+        self.world_size = distributed.world_size if distributed is not None else 1
+        self.is_main = distributed is None or distributed.is_main
+        self.step_forwards: SyncedStep | None = None  # the DDP wrapper, built when the run starts
 
-        steps_per_epoch = math.ceil(len(self.train_pairs) / settings.accumulate)
+        steps_per_epoch = math.ceil(len(self.train_pairs) / (settings.accumulate * self.world_size))
         self.total_steps = settings.epochs * steps_per_epoch
         if settings.max_steps is not None:
             self.total_steps = min(self.total_steps, settings.max_steps)
@@ -113,15 +128,22 @@ class Trainer:
         device = self.loaded.device
 
         # Set up the optimizer, schedule and loss scaler, then start fresh or resume.
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        checkpoint.clean_interrupted_writes(self.checkpoints)
-        checkpoint.clean_interrupted_writes(self.output_dir)
+        # Rank 0 tidies the folder, and every rank reads it only after that.
+        if self.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.clean_interrupted_writes(self.checkpoints)
+            checkpoint.clean_interrupted_writes(self.output_dir)
+        self._barrier()
         optimizer = build_optimizer(self.model, settings.learning_rate, settings.weight_decay)
         schedule = build_schedule(optimizer, self.total_steps, settings.warmup_fraction)
         scaler = self.precision.make_grad_scaler(device)
         state = self._start_or_resume(resume, optimizer, schedule, scaler)
-        self.metrics.truncate_after(state.step)
-        self._write_run_file()
+        self._barrier()
+        if self.distributed is not None:
+            self.step_forwards = SyncedStep(self.model, device)
+        if self.is_main:
+            self.metrics.truncate_after(state.step)
+            self._write_run_file()
         log.info(
             "training %s from step %d of %d: %d pairs, %d validation pairs, %s on %s",
             self.loaded.name, state.step, self.total_steps, len(self.train_pairs),
@@ -150,9 +172,10 @@ class Trainer:
                 return self._cancelled(state, optimizer, schedule, scaler, step_rng, saved_step)
 
             # Log the step.
-            self.metrics.append(row)
-            self.on_event(StepEvent(total_steps=self.total_steps, **{k: v for k, v in row.items() if k != "grad_norm"}))
-            self.progress(state.step, self.total_steps, "steps")
+            if self.is_main:
+                self.metrics.append(row)
+                self.on_event(StepEvent(total_steps=self.total_steps, **{k: v for k, v in row.items() if k != "grad_norm"}))
+                self.progress(state.step, self.total_steps, "steps")
             log.info(
                 "step %d/%d: loss %.4f, learning rate %.3g, %d tokens, %.1f s%s",
                 state.step, self.total_steps, row["loss"], row["learning_rate"], row["tokens"],
@@ -168,7 +191,7 @@ class Trainer:
             # Evaluate and checkpoint every eval_every steps and after the last one.
             if state.step % settings.eval_every == 0 or state.step == self.total_steps:
                 try:
-                    improved = self._evaluate(state) if self.validation_pairs else False
+                    improved = self._evaluate_on_main(state) if self.validation_pairs else False
                 except Cancelled:
                     # The step itself finished, so it is kept; only its evaluation is dropped.
                     return self._cancelled(state, optimizer, schedule, scaler, capture_rng_state(), saved_step)
@@ -183,40 +206,46 @@ class Trainer:
         return self._finish(state, cancelled=False, stopped_early=stopped_early)
 
     def _train_step(self, state: RunState, optimizer, schedule, scaler) -> dict | None:
-        """Run one optimizer step over the next ``accumulate`` documents; return its metrics row, or None on cancel."""
+        """Run one optimizer step over the next ``accumulate`` documents per rank; return its metrics row, or None on cancel."""
         settings = self.settings
         started = time.perf_counter()
-        indices = state.order[state.position : state.position + settings.accumulate]
+        indices = state.order[state.position : state.position + settings.accumulate * self.world_size]
         learning_rate = schedule.get_last_lr()[0]
         losses: list[float] = []
         tokens = summary_tokens = 0
         finite = True
 
-        for index in indices:
+        for index, share, last in self._documents_of_rank(indices):
             if self._cancel_requested():
                 optimizer.zero_grad(set_to_none=True)
                 return None
             example = prepare_example(self.train_pairs[index], self.loaded, self.window_tokens)
             self._current_document = f"{example.pair.source} ({example.input_ids.shape[0]} windows)"
             # Each document's loss is divided by the step's document count, so the
-            # accumulated gradient is that of the mean loss.
+            # accumulated gradient is that of the mean loss. DDP averages over the
+            # ranks, which divides by the world size once more, so each rank
+            # multiplies by it first. A filler document (share 0) only keeps this
+            # rank in step with the others' collectives and adds no gradient.
             loss = cached_backward(
                 self.model,
                 example.input_ids,
                 example.attention_mask,
                 example.labels,
                 settings.chunk_windows,
-                loss_scale=1.0 / len(indices),
+                loss_scale=self.world_size / len(indices) * share,
                 grad_scaler=scaler,
                 autocast_dtype=self.precision.autocast_dtype,
+                **self._ddp_options(last),
             )
-            tokens += example.tokens
-            summary_tokens += example.summary_tokens
+            if share:
+                tokens += example.tokens
+                summary_tokens += example.summary_tokens
             if not torch.isfinite(loss):
                 log.warning("non-finite loss on %s at step %d; skipping the step", example.pair.source, state.step + 1)
                 finite = False
                 break
-            losses.append(float(loss))
+            if share:
+                losses.append(float(loss))
 
         # Clip the gradient norm (unscaled first under fp16 loss scaling).
         grad_norm = math.nan
@@ -244,10 +273,15 @@ class Trainer:
         state.position += len(indices)
         if not finite:
             state.skipped_steps += 1
+        loss_sum, documents = sum(losses), len(losses)
+        if self.distributed is not None:
+            # The row describes the whole step: every rank's documents and tokens.
+            loss_sum, documents, tokens, summary_tokens = self.distributed.sum(loss_sum, documents, tokens, summary_tokens)
+            documents, tokens, summary_tokens = int(documents), int(tokens), int(summary_tokens)
         return {
             "step": state.step,
             "epoch": state.epoch,
-            "loss": sum(losses) / len(losses) if finite else math.nan,
+            "loss": loss_sum / documents if finite else math.nan,
             "learning_rate": learning_rate,
             "tokens": tokens,
             "summary_tokens": summary_tokens,
@@ -255,6 +289,45 @@ class Trainer:
             "grad_norm": grad_norm,
             "skipped": not finite,
         }
+
+    def _documents_of_rank(self, indices: list[int]) -> Iterator[tuple[int, int, bool]]:
+        """Yield ``(pair index, share, last)`` for each document this rank trains on in a step of ``indices``."""
+        if self.distributed is None:
+            for position, index in enumerate(indices):
+                yield index, 1, position == len(indices) - 1
+            return
+        yield from rank_documents(indices, self.distributed.rank, self.world_size)
+
+    def _ddp_options(self, last: bool) -> dict:
+        """Return the DDP arguments of ``cached_backward``: none for one process."""
+        if self.distributed is None:
+            return {}
+        return {"forwards": self.step_forwards, "synced": last, "agree_finite": self._all_finite}
+
+    def _all_finite(self, finite: bool) -> bool:
+        return not self.distributed.any(not finite)
+
+    def _evaluate_on_main(self, state: RunState) -> bool:
+        """Evaluate on rank 0 while the other ranks wait, then give every rank rank 0's outcome and counters.
+
+        Raises Cancelled on every rank when rank 0's evaluation was cancelled.
+        """
+        if self.distributed is None:
+            return self._evaluate(state)
+        outcome = None
+        if self.is_main:
+            try:
+                improved = self._evaluate(state)
+                outcome = {"improved": improved, "state": state.to_json()}
+            except Cancelled:
+                outcome = {"cancelled": True}
+        outcome = self.distributed.broadcast(outcome)
+        if outcome.get("cancelled"):
+            raise Cancelled("evaluation cancelled on rank 0")
+        saved = outcome["state"]
+        state.best_step, state.best_value = saved["best_step"], saved["best_value"]
+        state.evaluations_without_improvement = saved["evaluations_without_improvement"]
+        return outcome["improved"]
 
     def _evaluate(self, state: RunState) -> bool:
         """Evaluate on the validation pairs, log and report it; return whether the best metric improved."""
@@ -291,9 +364,19 @@ class Trainer:
         return improved
 
     def _save(self, state: RunState, optimizer, schedule, scaler, rng_state: dict, improved: bool) -> None:
-        """Write the step checkpoint, point last/ (and best/ if improved) at it, and prune old ones."""
+        """Write the step checkpoint, point last/ (and best/ if improved) at it, and prune old ones.
+
+        Under DDP every rank calls this: rank 0 gathers each rank's RNG state
+        into ``rng_ranks.pt`` and writes alone, and the others wait until it is done.
+        """
+        rank_states = self.distributed.gather(rng_state) if self.distributed is not None else None
+        if not self.is_main:
+            self._barrier()
+            return
         folder = checkpoint.step_folder(self.checkpoints, state.step)
         tensors = {"optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(), "rng": rng_state}
+        if rank_states is not None:
+            tensors["rng_ranks"] = rank_states
         if scaler is not None:
             tensors["scaler"] = scaler.state_dict()
         checkpoint.write_checkpoint(
@@ -309,6 +392,7 @@ class Trainer:
         keep = {state.best_step} if state.best_step is not None else set()
         checkpoint.prune_checkpoints(self.checkpoints, self.settings.keep_last, keep)
         log.info("saved checkpoint %s", folder)
+        self._barrier()
 
     def _start_or_resume(self, resume: bool, optimizer, schedule, scaler) -> RunState:
         """Return the state to start from: restored from the newest complete checkpoint, or new and seeded."""
@@ -318,12 +402,12 @@ class Trainer:
                 raise SettingsError(
                     f"{self.output_dir} already contains a training run: resume it, or choose an empty folder."
                 )
-            seed_everything(self.settings.seed)
+            seed_everything(self._rank_seed())
             order = epoch_order(len(self.train_pairs), self.settings.seed, 0)
             return RunState(order=order, base_model=self.loaded.name, pairs_fingerprint=self.pairs_fingerprint)
         if not complete:
             log.info("no complete checkpoint in %s; starting from the beginning", self.checkpoints)
-            seed_everything(self.settings.seed)
+            seed_everything(self._rank_seed())
             order = epoch_order(len(self.train_pairs), self.settings.seed, 0)
             return RunState(order=order, base_model=self.loaded.name, pairs_fingerprint=self.pairs_fingerprint)
 
@@ -354,9 +438,31 @@ class Trainer:
         saved_scaler = checkpoint.read_tensors(folder, "scaler")
         if scaler is not None and saved_scaler is not None:
             scaler.load_state_dict(saved_scaler)
-        restore_rng_state(checkpoint.read_tensors(folder, "rng"))
+        self._restore_rank_rng(folder, state.step)
         log.info("resuming from %s", folder)
         return state
+
+    def _rank_seed(self) -> int:
+        """Return this rank's dropout seed: the run's seed for one process or rank 0, a seed of its own for each other rank."""
+        rank = self.distributed.rank if self.distributed is not None else 0
+        return rank_seed(self.settings.seed, rank)
+
+    def _restore_rank_rng(self, folder: Path, step: int) -> None:
+        """Restore the RNG state this rank had at the checkpoint, so dropout continues as in an uninterrupted run."""
+        if self.distributed is None:
+            restore_rng_state(checkpoint.read_tensors(folder, "rng"))
+            return
+        saved = checkpoint.read_tensors(folder, "rng_ranks")
+        if saved is not None and len(saved) == self.world_size:
+            restore_rng_state(saved[self.distributed.rank])
+            return
+        found = f"{len(saved)} processes" if saved is not None else "one process"
+        log.warning(
+            "checkpoint %s was saved by %s, not %d: each rank's dropout starts from a new seed, "
+            "so the losses will not repeat those of an uninterrupted run",
+            folder, found, self.world_size,
+        )
+        seed_everything(self._rank_seed() + step)
 
     def _cancelled(self, state, optimizer, schedule, scaler, rng_state: dict, saved_step: int | None) -> TrainingResult:
         """Save the last finished step (unless already saved) and return a cancelled result."""
@@ -381,11 +487,20 @@ class Trainer:
             last_dir=last if last.is_dir() else None,
             output_dir=self.output_dir,
         )
-        self.on_event(FinishedEvent(result))
+        if self.is_main:
+            self.on_event(FinishedEvent(result))
         return result
 
     def _cancel_requested(self) -> bool:
-        return self.cancel is not None and self.cancel.cancelled
+        """Return whether to stop. Under DDP, return whether any rank's token is cancelled, so every rank stops together."""
+        cancelled = self.cancel is not None and self.cancel.cancelled
+        if self.distributed is None:
+            return cancelled
+        return self.distributed.any(cancelled)
+
+    def _barrier(self) -> None:
+        if self.distributed is not None:
+            self.distributed.barrier()
 
     def _write_run_file(self) -> None:
         run = {
@@ -398,6 +513,9 @@ class Trainer:
             "precision": self.precision.name,
             "device": str(self.loaded.device),
         }
+        if self.distributed is not None:
+            run["world_size"] = self.world_size
+            run["documents_per_step"] = self.settings.accumulate * self.world_size
         write_text_atomic(self.output_dir / "run.json", json.dumps(run, indent=1) + "\n")
 
     @contextlib.contextmanager
