@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -37,6 +38,39 @@ STEP_PREFIX = "step-"
 
 class CheckpointWriteError(SynopsisError):
     """A checkpoint, or the best/ or last/ model folder, could not be written (disk full, permissions)."""
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """Return whether ``error`` is how a library reports a failed file write.
+
+    Python's own writes raise OSError. The libraries behind a checkpoint wrap
+    the kernel's error instead (measured with safetensors 0.8, torch 2.13,
+    tokenizers 0.23 on ENOSPC and EFBIG): safetensors raises SafetensorError
+    ("I/O error: File too large (os error 27)"), ``torch.save`` raises
+    RuntimeError ("[enforce fail at inline_container.cc] unexpected pos"), and
+    the tokenizers library raises a plain Exception ("(os error 28)").
+    """
+    if isinstance(error, (OSError, SafetensorError, RuntimeError)):
+        return True
+    return type(error) is Exception and "os error" in str(error)
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _free_space_note(folder: Path) -> str:
+    """Return "12.3 MB free on the disk of FOLDER. " or "" when the free space cannot be measured."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return ""
+    return f"{free / 1e6:.1f} MB free on the disk of {probe}. "
 
 
 def step_folder(checkpoints: Path, step: int) -> Path:
@@ -121,14 +155,15 @@ def write_checkpoint(
     except BaseException as error:
         # BaseException too: a Ctrl-C mid-write must not leave a temporary folder behind.
         shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, OSError):
+        if is_write_failure(error):
+            log.error("checkpoint %s could not be written: %r", target, error)
             raise CheckpointWriteError(_write_failure_message(target, error)) from error
         raise
 
 
-def _write_failure_message(target: Path, error: OSError) -> str:
+def _write_failure_message(target: Path, error: BaseException) -> str:
     """Describe a failed checkpoint write and name the newest complete checkpoint, which the failure left intact."""
-    reason = error.strerror or str(error)
+    reason = _failure_reason(error)
     previous = [folder for _, folder in complete_checkpoints(target.parent) if folder != target]
     if previous:
         previous_note = f"The previous checkpoint {previous[-1]} is intact"
@@ -137,7 +172,7 @@ def _write_failure_message(target: Path, error: OSError) -> str:
         previous_note = "No earlier checkpoint exists"
         next_step = "then start the run again"
     return (
-        f"Could not write checkpoint {target}: {reason}. {previous_note}. "
+        f"Could not write checkpoint {target}: {reason}. {previous_note}. {_free_space_note(target.parent)}"
         f"Free disk space or fix the folder's permissions, {next_step}."
     )
 
@@ -164,9 +199,11 @@ def publish_model(checkpoint: Path, target: Path, state: dict) -> None:
         _replace_folder(temporary, target)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, OSError):
+        if is_write_failure(error):
+            log.error("model folder %s could not be updated: %r", target, error)
             raise CheckpointWriteError(
-                f"Could not update {target}: {error.strerror or error}. Checkpoint {checkpoint} is complete. "
+                f"Could not update {target}: {_failure_reason(error)}. Checkpoint {checkpoint} is complete. "
+                f"{_free_space_note(target.parent)}"
                 "Free disk space or fix the folder's permissions, then resume the run (synopsis train --resume)."
             ) from error
         raise
