@@ -18,6 +18,8 @@ from typing import Callable
 
 import platformdirs
 
+from synopsis.engine.documents import DocumentLimits
+from synopsis.engine.documents.limits import USER_LIMITS
 from synopsis.engine.files import write_text_atomic
 from synopsis.engine.models import DEFAULT_MODEL
 
@@ -48,6 +50,11 @@ class AppSettings:
     export_format: str = "md"  # txt, md or docx
     window_geometry: str = ""  # QWidget.saveGeometry() in base64
     window_state: str = ""  # QMainWindow.saveState() in base64
+    # Document limits, named as in DocumentLimits; each must be positive.
+    max_pages: int = DocumentLimits.max_pages
+    max_characters: int = DocumentLimits.max_characters
+    max_input_tokens: int = DocumentLimits.max_input_tokens
+    max_read_seconds: float = DocumentLimits.max_read_seconds
 
 
 @dataclass
@@ -96,15 +103,24 @@ def settings_from_json(data: dict) -> tuple[AppSettings, list[str]]:
         if name not in data:
             continue
         value = data[name]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # a hand edit may write 600.0 as 600
         valid = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is list:
             valid = valid and all(isinstance(item, str) for item in value)
+        if name in USER_LIMITS:
+            valid = valid and value > 0 and value == value  # NaN is not equal to itself
         if valid:
             values[name] = value
         else:
             reset.append(name)
     values["version"] = SETTINGS_VERSION
     return AppSettings(**values), reset
+
+
+def document_limits(settings: AppSettings) -> DocumentLimits:
+    """Return the engine's document limits as the user set them in Preferences."""
+    return DocumentLimits(**{name: getattr(settings, name) for name in USER_LIMITS})
 
 
 def set_aside(path: Path) -> Path:

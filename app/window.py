@@ -16,7 +16,7 @@ from .errors import ErrorDialog, user_message
 from .history_panel import HistoryPanel
 from .preferences import describe_length, generation_settings
 from .queue_panel import QueueItem, QueuePanel, Status
-from .settings import AppSettings, load_settings, save_settings
+from .settings import AppSettings, document_limits, load_settings, save_settings
 from .summary_panel import SummaryPanel
 from .worker import READ, DocumentStats, EngineRunner, JobResult, WindowStats
 
@@ -161,6 +161,7 @@ class MainWindow(QMainWindow):
             device=self.settings.device,
             settings=generation_settings(self.settings),
             password=password,
+            limits=document_limits(self.settings),
             force=force,
         )
         if item.job_id and self.queue_panel.model.item(item.job_id) is item:
@@ -355,7 +356,7 @@ class MainWindow(QMainWindow):
         )
 
     def _read_for_source_view(self, path: Path) -> None:
-        job = self.runner.new_job(path, kind=READ)
+        job = self.runner.new_job(path, kind=READ, limits=document_limits(self.settings))
         self._read_jobs[job.id] = path
         self.runner.submit(job)
 
