@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +19,7 @@ import platformdirs
 
 from synopsis.engine.documents import DocumentLimits
 from synopsis.engine.documents.limits import USER_LIMITS
-from synopsis.engine.files import write_text_atomic
+from synopsis.engine.files import set_aside, write_text_atomic
 from synopsis.engine.models import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -123,14 +122,6 @@ def document_limits(settings: AppSettings) -> DocumentLimits:
     return DocumentLimits(**{name: getattr(settings, name) for name in USER_LIMITS})
 
 
-def set_aside(path: Path) -> Path:
-    """Rename an unreadable settings file so that it is kept for inspection; return the new path."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    path.replace(target)
-    return target
-
-
 def load_settings(path: Path | None = None) -> LoadResult:
     """Read the settings file; a missing file gives the defaults, a corrupted one is set aside."""
     path = path or default_settings_path()
@@ -152,9 +143,24 @@ def load_settings(path: Path | None = None) -> LoadResult:
 
     settings, reset = settings_from_json(data)
     if reset:
-        log.warning("settings %s: invalid values reset to defaults: %s", path, ", ".join(reset))
-        return LoadResult(settings, f"Some settings were invalid and were reset to their defaults: {', '.join(reset)}.")
+        return _reset_fields_result(path, settings, reset)
     return LoadResult(settings)
+
+
+def _reset_fields_result(path: Path, settings: AppSettings, reset: list[str]) -> LoadResult:
+    """Keep the valid fields, and move the file aside so the invalid values are not lost when settings are saved."""
+    names = ", ".join(reset)
+    log.warning("settings %s: invalid values reset to defaults: %s", path, names)
+    try:
+        kept = set_aside(path)
+    except OSError as rename_error:
+        log.error("settings %s could not be moved aside: %s", path, rename_error)
+        return LoadResult(settings, f"Some settings were invalid and were reset to their defaults: {names}.")
+    return LoadResult(
+        settings,
+        f"Some settings were invalid and were reset to their defaults: {names}. "
+        f"The file as it was is kept as {kept}.",
+    )
 
 
 def _set_aside_result(path: Path, error: Exception) -> LoadResult:
@@ -166,7 +172,7 @@ def _set_aside_result(path: Path, error: Exception) -> LoadResult:
     log.error("settings %s are corrupted (%s); moved to %s", path, error, kept)
     return LoadResult(
         AppSettings(),
-        f"The settings file was corrupted ({error}). It was kept as {kept.name} and the defaults are used.",
+        f"The settings file was corrupted ({error}). It was kept as {kept} and the defaults are used.",
     )
 
 

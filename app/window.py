@@ -73,8 +73,12 @@ class MainWindow(QMainWindow):
         self._ticker.start()
         if loaded.problem:
             log.warning("settings: %s", loaded.problem)
-            self.show_status(loaded.problem, 30_000)
         self.settings_problem = loaded.problem
+        # Files set aside at start (settings, history entries), each reported once.
+        self.startup_problems = [loaded.problem] if loaded.problem else []
+        self.startup_problems += self.history.take_problems()
+        if self.startup_problems:
+            self.show_status(" ".join(self.startup_problems), 60_000)
 
     # Layout -----------------------------------------------------------------
 
@@ -124,6 +128,11 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode("ascii")))
         if self.settings.window_state:
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode("ascii")))
+
+    def _report_history_problems(self) -> None:
+        problems = self.history.take_problems()
+        if problems:
+            self.show_status(" ".join(problems), 60_000)
 
     def show_status(self, message: str, timeout_ms: int = STATUS_MESSAGE_MS) -> None:
         self.statusBar().showMessage(message, timeout_ms)
@@ -273,6 +282,7 @@ class MainWindow(QMainWindow):
             self.show_status(result.history_problem, 30_000)
         if not result.from_history:
             self.history_panel.refresh()
+            self._report_history_problems()
         if self._shown_job in (None, job_id):
             self.queue_panel.select(job_id)
             self.show_job(job_id)

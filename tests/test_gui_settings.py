@@ -58,7 +58,8 @@ def test_corrupted_settings_are_set_aside(tmp_path, content):
 
 def test_invalid_field_reset_to_default(tmp_path):
     path = tmp_path / "settings.json"
-    path.write_text(json.dumps({"version": 1, "beams": "four", "model": "/m", "model_folders": [3]}), encoding="utf-8")
+    content = json.dumps({"version": 1, "beams": "four", "model": "/m", "model_folders": [3]})
+    path.write_text(content, encoding="utf-8")
 
     loaded = load_settings(path)
 
@@ -66,7 +67,10 @@ def test_invalid_field_reset_to_default(tmp_path):
     assert loaded.settings.model == "/m"
     assert loaded.settings.model_folders == []
     assert "beams" in loaded.problem
-    assert path.exists()
+    # The file is moved aside, so saving the repaired settings cannot lose the invalid values.
+    [kept] = tmp_path.glob("settings.json.corrupt-*")
+    assert kept.read_text(encoding="utf-8") == content
+    assert str(kept) in loaded.problem
 
 
 def test_migration_runs_for_older_version(tmp_path, monkeypatch):

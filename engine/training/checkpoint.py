@@ -17,14 +17,16 @@ import logging
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import ModelError, SynopsisError
+from ..files import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +228,15 @@ def clean_interrupted_writes(folder: Path) -> None:
                 os.replace(path, original)
 
 
-def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
-    """Return ``(step, folder)`` of every complete step checkpoint, oldest first; warn about incomplete ones."""
+def complete_checkpoints(checkpoints: Path, problems: list[str] | None = None) -> list[tuple[int, Path]]:
+    """Return ``(step, folder)`` of every complete, readable step checkpoint, oldest first.
+
+    Folders without the marker are skipped with a warning. A folder with the
+    marker whose files cannot be read (hand-edited or damaged state, truncated
+    weights) is moved aside as ``step-NNNNNN.corrupt-<date>``, so a resume
+    falls back to the checkpoint before it, and a message is appended to
+    ``problems``.
+    """
     if not checkpoints.is_dir():
         return []
     found = []
@@ -238,8 +247,59 @@ def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
         if not is_complete(folder):
             log.warning("ignoring %s: it has no %s marker, so it was not finished writing", folder, MARKER)
             continue
+        damage = checkpoint_damage(folder)
+        if damage is not None:
+            _set_aside_checkpoint(folder, damage, problems)
+            continue
         found.append((step, folder))
     return sorted(found)
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Return what makes a complete checkpoint unreadable, or None when its files look sound.
+
+    Reads the JSON files, the safetensors headers and the zip directories of
+    the ``.pt`` files, but loads no tensors.
+    """
+    parsed = {}
+    for name in (STATE_FILE, SETTINGS_FILE):
+        try:
+            parsed[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            return f"{name} cannot be read ({error})"
+        if not isinstance(parsed[name], dict):
+            return f"{name} does not contain a JSON object"
+    step = parsed[STATE_FILE].get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return f"{STATE_FILE} has no integer step"
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        return "it has no safetensors weights"
+    for shard in shards:
+        try:
+            with safe_open(shard, framework="pt"):
+                pass
+        except (OSError, SafetensorError) as error:
+            return f"{shard.name} cannot be read ({error})"
+    for tensors in folder.glob("*.pt"):
+        # torch.save writes a zip archive; a truncated one has no central directory.
+        if not zipfile.is_zipfile(tensors):
+            return f"{tensors.name} is damaged (not a complete torch.save archive)"
+    return None
+
+
+def _set_aside_checkpoint(folder: Path, damage: str, problems: list[str] | None) -> None:
+    try:
+        kept = set_aside(folder)
+    except OSError as error:
+        log.error("checkpoint %s is unreadable (%s) and could not be moved aside: %s", folder, damage, error)
+        return
+    log.warning("checkpoint %s is unreadable (%s); moved to %s", folder, damage, kept)
+    if problems is not None:
+        problems.append(
+            f"Checkpoint {folder.name} could not be read because {damage}. It was moved to {kept}; "
+            "a resume continues from the checkpoint before it."
+        )
 
 
 def prune_checkpoints(checkpoints: Path, keep_last: int, keep_steps: set[int]) -> None:
