@@ -286,3 +286,17 @@ def test_window_starts_with_corrupt_state(qtbot, tmp_path):
     assert again.statusBar().currentMessage() == ""
     again.close()
     qtbot.waitUntil(lambda: not again.runner.thread_running(), timeout=10_000)
+
+
+def test_checkpoint_missing_file_skipped_not_moved(tmp_path, finished_run):
+    # A folder losing files may be one a trainer is pruning, so it is skipped but left in place.
+    source, _run_settings, _losses = finished_run
+    checkpoints = tmp_path / "checkpoints"
+    shutil.copytree(source / "checkpoints", checkpoints)
+    (checkpoints / "step-000004" / checkpoint_module.STATE_FILE).unlink()
+
+    problems: list[str] = []
+    assert [step for step, _ in checkpoint_module.complete_checkpoints(checkpoints, problems)] == [3]
+    assert problems == []
+    assert (checkpoints / "step-000004").is_dir()
+    assert set_aside_copies(checkpoints, "step-000004") == []

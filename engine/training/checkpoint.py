@@ -247,7 +247,12 @@ def complete_checkpoints(checkpoints: Path, problems: list[str] | None = None) -
         if not is_complete(folder):
             log.warning("ignoring %s: it has no %s marker, so it was not finished writing", folder, MARKER)
             continue
-        damage = checkpoint_damage(folder)
+        try:
+            damage = checkpoint_damage(folder)
+        except FileNotFoundError as error:
+            # Not moved: the folder may be mid-deletion by a trainer pruning it.
+            log.warning("ignoring %s: a file is missing (%s)", folder, error)
+            continue
         if damage is not None:
             _set_aside_checkpoint(folder, damage, problems)
             continue
@@ -259,12 +264,15 @@ def checkpoint_damage(folder: Path) -> str | None:
     """Return what makes a complete checkpoint unreadable, or None when its files look sound.
 
     Reads the JSON files, the safetensors headers and the zip directories of
-    the ``.pt`` files, but loads no tensors.
+    the ``.pt`` files, but loads no tensors. Raises FileNotFoundError when a
+    file is missing, which a folder being deleted looks like.
     """
     parsed = {}
     for name in (STATE_FILE, SETTINGS_FILE):
         try:
             parsed[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise
         except (OSError, ValueError) as error:
             return f"{name} cannot be read ({error})"
         if not isinstance(parsed[name], dict):
@@ -274,11 +282,13 @@ def checkpoint_damage(folder: Path) -> str | None:
         return f"{STATE_FILE} has no integer step"
     shards = sorted(folder.glob("*.safetensors"))
     if not shards:
-        return "it has no safetensors weights"
+        raise FileNotFoundError(f"{folder} has no safetensors weights")
     for shard in shards:
         try:
             with safe_open(shard, framework="pt"):
                 pass
+        except FileNotFoundError:
+            raise
         except (OSError, SafetensorError) as error:
             return f"{shard.name} cannot be read ({error})"
     for tensors in folder.glob("*.pt"):
