@@ -135,6 +135,10 @@ class ReadingClock:
 
     Readers call :meth:`check` between pages or blocks, so one slow page or
     block can overrun the limit by its own reading time.
+
+    NOTE: steps that run as one library call are not interrupted: PDFium's
+    opening of a PDF and python-docx's parsing of the whole .docx XML. The
+    first check after such a step stops the read.
     """
 
     def __init__(self, path: Path, limits: DocumentLimits) -> None:
