@@ -237,7 +237,12 @@ class FinetuneDialog(QDialog):
         self.compare_panel.set_models(tuned, tuned_path)
 
     def refresh_runs(self) -> None:
-        self.runs_panel.show_runs(list_runs(self.runs_dir, self.active_run))
+        records = list_runs(self.runs_dir, self.active_run)
+        self.runs_panel.show_runs(records)
+        # Unreadable run files are moved aside while listing, so each problem is reported once.
+        problems = [f"Run {record.name}: {problem}" for record in records for problem in record.problems]
+        if problems:
+            self._show_message(" ".join(problems), error=True)
 
     def _update_device(self, *_args) -> None:
         requested = self.form.device_combo.currentText().strip() or "auto"

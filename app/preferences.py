@@ -10,8 +10,10 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QPushButton,
@@ -20,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from synopsis.engine.documents.limits import USER_LIMITS
 from synopsis.engine.generation import GenerationSettings
 from synopsis.engine.models import DEFAULT_MODEL
 
@@ -49,6 +52,8 @@ EXACT = "exact"
 MAX_SUMMARY_TOKENS = 1023  # BART's decoder has 1024 positions, one taken by the start token
 MAX_BEAMS = 8
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_LIMIT_COUNT = 2_000_000_000  # QSpinBox stores a signed 32-bit int
+MAX_READ_SECONDS = 86_400.0
 
 
 def token_range(settings: AppSettings) -> tuple[int, int]:
@@ -104,6 +109,8 @@ class PreferencesDialog(QDialog):
         self.device = QComboBox()
         self.device.addItems(DEVICES)
 
+        self.limits = {name: self._limit_spin(name, getattr(settings, name)) for name in USER_LIMITS}
+
         self._fill_models(settings)
         self._select(self.length, settings.length if settings.length in dict(length_choices()) else "medium")
         self._select_text(self.device, settings.device)
@@ -116,6 +123,25 @@ class PreferencesDialog(QDialog):
         spin.setRange(minimum, MAX_SUMMARY_TOKENS)
         spin.setSuffix(" tokens")
         spin.setValue(max(minimum, min(value, MAX_SUMMARY_TOKENS)))
+        return spin
+
+    @staticmethod
+    def _limit_spin(name: str, value: int | float) -> QSpinBox | QDoubleSpinBox:
+        setting = USER_LIMITS[name]
+        if isinstance(value, float):
+            spin = QDoubleSpinBox()
+            spin.setDecimals(1)
+            spin.setRange(0.1, MAX_READ_SECONDS)
+        else:
+            spin = QSpinBox()
+            spin.setRange(1, MAX_LIMIT_COUNT)
+            spin.setGroupSeparatorShown(True)
+        spin.setSuffix(f" {setting.unit}")
+        spin.setValue(value)
+        spin.setToolTip(
+            f"Maximum {setting.description}. Reading stops with an error when a document exceeds it "
+            f"(on the command line: {setting.flag})."
+        )
         return spin
 
     def _fill_models(self, settings: AppSettings) -> None:
@@ -143,11 +169,18 @@ class PreferencesDialog(QDialog):
         form.addRow("Model:", model_row)
         form.addRow("Device:", self.device)
 
+        limits_form = QFormLayout()
+        for name, spin in self.limits.items():
+            limits_form.addRow(f"{USER_LIMITS[name].label}:", spin)
+        limits_box = QGroupBox("Document limits")
+        limits_box.setLayout(limits_form)
+
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(limits_box)
         layout.addWidget(buttons)
         self.resize(560, self.sizeHint().height())
 
@@ -183,4 +216,6 @@ class PreferencesDialog(QDialog):
         settings.beams = self.beams.value()
         settings.model = self.model.currentText().strip() or DEFAULT_MODEL
         settings.device = self.device.currentText()
+        for name, spin in self.limits.items():
+            setattr(settings, name, spin.value())
         return settings

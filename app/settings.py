@@ -12,13 +12,14 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import platformdirs
 
-from synopsis.engine.files import write_text_atomic
+from synopsis.engine.documents import DocumentLimits
+from synopsis.engine.documents.limits import USER_LIMITS
+from synopsis.engine.files import set_aside, write_text_atomic
 from synopsis.engine.models import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class AppSettings:
     export_format: str = "md"  # txt, md or docx
     window_geometry: str = ""  # QWidget.saveGeometry() in base64
     window_state: str = ""  # QMainWindow.saveState() in base64
+    # Document limits, named as in DocumentLimits; each must be positive.
+    max_pages: int = DocumentLimits.max_pages
+    max_characters: int = DocumentLimits.max_characters
+    max_input_tokens: int = DocumentLimits.max_input_tokens
+    max_read_seconds: float = DocumentLimits.max_read_seconds
 
 
 @dataclass
@@ -96,9 +102,13 @@ def settings_from_json(data: dict) -> tuple[AppSettings, list[str]]:
         if name not in data:
             continue
         value = data[name]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)  # a hand edit may write 600.0 as 600
         valid = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is list:
             valid = valid and all(isinstance(item, str) for item in value)
+        if name in USER_LIMITS:
+            valid = valid and value > 0 and value == value  # NaN is not equal to itself
         if valid:
             values[name] = value
         else:
@@ -107,12 +117,9 @@ def settings_from_json(data: dict) -> tuple[AppSettings, list[str]]:
     return AppSettings(**values), reset
 
 
-def set_aside(path: Path) -> Path:
-    """Rename an unreadable settings file so that it is kept for inspection; return the new path."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}.corrupt-{stamp}")
-    path.replace(target)
-    return target
+def document_limits(settings: AppSettings) -> DocumentLimits:
+    """Return the engine's document limits as the user set them in Preferences."""
+    return DocumentLimits(**{name: getattr(settings, name) for name in USER_LIMITS})
 
 
 def load_settings(path: Path | None = None) -> LoadResult:
@@ -136,9 +143,24 @@ def load_settings(path: Path | None = None) -> LoadResult:
 
     settings, reset = settings_from_json(data)
     if reset:
-        log.warning("settings %s: invalid values reset to defaults: %s", path, ", ".join(reset))
-        return LoadResult(settings, f"Some settings were invalid and were reset to their defaults: {', '.join(reset)}.")
+        return _reset_fields_result(path, settings, reset)
     return LoadResult(settings)
+
+
+def _reset_fields_result(path: Path, settings: AppSettings, reset: list[str]) -> LoadResult:
+    """Keep the valid fields, and move the file aside so the invalid values are not lost when settings are saved."""
+    names = ", ".join(reset)
+    log.warning("settings %s: invalid values reset to defaults: %s", path, names)
+    try:
+        kept = set_aside(path)
+    except OSError as rename_error:
+        log.error("settings %s could not be moved aside: %s", path, rename_error)
+        return LoadResult(settings, f"Some settings were invalid and were reset to their defaults: {names}.")
+    return LoadResult(
+        settings,
+        f"Some settings were invalid and were reset to their defaults: {names}. "
+        f"The file as it was is kept as {kept}.",
+    )
 
 
 def _set_aside_result(path: Path, error: Exception) -> LoadResult:
@@ -150,7 +172,7 @@ def _set_aside_result(path: Path, error: Exception) -> LoadResult:
     log.error("settings %s are corrupted (%s); moved to %s", path, error, kept)
     return LoadResult(
         AppSettings(),
-        f"The settings file was corrupted ({error}). It was kept as {kept.name} and the defaults are used.",
+        f"The settings file was corrupted ({error}). It was kept as {kept} and the defaults are used.",
     )
 
 

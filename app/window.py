@@ -16,7 +16,7 @@ from .errors import ErrorDialog, user_message
 from .history_panel import HistoryPanel
 from .preferences import describe_length, generation_settings
 from .queue_panel import QueueItem, QueuePanel, Status
-from .settings import AppSettings, load_settings, save_settings
+from .settings import AppSettings, document_limits, load_settings, save_settings
 from .summary_panel import SummaryPanel
 from .worker import READ, DocumentStats, EngineRunner, JobResult, WindowStats
 
@@ -73,8 +73,12 @@ class MainWindow(QMainWindow):
         self._ticker.start()
         if loaded.problem:
             log.warning("settings: %s", loaded.problem)
-            self.show_status(loaded.problem, 30_000)
         self.settings_problem = loaded.problem
+        # Files set aside at start (settings, history entries), each reported once.
+        self.startup_problems = [loaded.problem] if loaded.problem else []
+        self.startup_problems += self.history.take_problems()
+        if self.startup_problems:
+            self.show_status(" ".join(self.startup_problems), 60_000)
 
     # Layout -----------------------------------------------------------------
 
@@ -127,6 +131,11 @@ class MainWindow(QMainWindow):
         if self.settings.window_state:
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode("ascii")))
 
+    def _report_history_problems(self) -> None:
+        problems = self.history.take_problems()
+        if problems:
+            self.show_status(" ".join(problems), 60_000)
+
     def show_status(self, message: str, timeout_ms: int = STATUS_MESSAGE_MS) -> None:
         self.statusBar().showMessage(message, timeout_ms)
 
@@ -163,6 +172,7 @@ class MainWindow(QMainWindow):
             device=self.settings.device,
             settings=generation_settings(self.settings),
             password=password,
+            limits=document_limits(self.settings),
             force=force,
         )
         if item.job_id and self.queue_panel.model.item(item.job_id) is item:
@@ -274,6 +284,7 @@ class MainWindow(QMainWindow):
             self.show_status(result.history_problem, 30_000)
         if not result.from_history:
             self.history_panel.refresh()
+            self._report_history_problems()
         if self._shown_job in (None, job_id):
             self.queue_panel.select(job_id)
             self.show_job(job_id)
@@ -357,7 +368,7 @@ class MainWindow(QMainWindow):
         )
 
     def _read_for_source_view(self, path: Path) -> None:
-        job = self.runner.new_job(path, kind=READ)
+        job = self.runner.new_job(path, kind=READ, limits=document_limits(self.settings))
         self._read_jobs[job.id] = path
         self.runner.submit(job)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from synopsis.engine.documents import Document, load_document
+from synopsis.engine.documents import Document, DocumentLimits, load_document
+from synopsis.engine.documents.limits import check_input_tokens
 from synopsis.engine.errors import Cancelled, SynopsisError
 from synopsis.engine.generation import GenerationSettings
 from synopsis.engine.history import HistoryEntry, HistoryStore, entry_from_summary, file_sha256
@@ -52,6 +53,7 @@ class Job:
     device: str = "auto"
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     password: str | None = None
+    limits: DocumentLimits = field(default_factory=DocumentLimits)
     force: bool = False  # summarize again even when the history has this document
     cancel: CancellationToken = field(default_factory=CancellationToken)
 
@@ -124,7 +126,7 @@ class _Worker(QObject):
             job.cancel.raise_if_cancelled()
             if job.kind == READ:
                 content_hash = file_sha256(job.path, job.cancel)
-                document = load_document(job.path, password=job.password, cancel=job.cancel)
+                document = load_document(job.path, password=job.password, limits=job.limits, cancel=job.cancel)
                 self.sig_finished.emit(job.id, JobResult(document=document, content_hash=content_hash))
             else:
                 self.sig_finished.emit(job.id, self._summarize(job))
@@ -149,13 +151,16 @@ class _Worker(QObject):
 
         self.sig_stage.emit(job.id, "reading")
         report = self._progress_reporter(job.id)
-        document = load_document(job.path, password=job.password, progress=report, cancel=job.cancel)
+        document = load_document(
+            job.path, password=job.password, limits=job.limits, progress=report, cancel=job.cancel
+        )
         stats = DocumentStats(document.page_count, document.words, document.characters, tuple(document.warnings))
         self.sig_read.emit(job.id, stats)
 
         loaded = self._model_for(job)
         job.cancel.raise_if_cancelled()
         windows = document_windows(document, loaded, job.settings.window_tokens)
+        check_input_tokens(job.path, windows.total_tokens, job.limits)
         covered = sum(window.tokens for window in windows.windows)
         self.sig_counted.emit(job.id, WindowStats(windows.total_tokens, len(windows), covered == windows.total_tokens))
 

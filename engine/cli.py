@@ -19,6 +19,7 @@ from typing import Callable, TextIO
 from . import __version__
 from .cli_train import add_training_commands
 from .documents import SUPPORTED_SUFFIXES, DocumentLimits, load_document
+from .documents.limits import USER_LIMITS, check_input_tokens, format_number
 from .errors import Cancelled, DocumentError, ModelError, SettingsError, SynopsisError
 from .files import write_text_atomic
 from .generation import GenerationSettings
@@ -125,7 +126,9 @@ def _check_output_not_an_input(paths: list[Path], output: Path, several: bool, o
 
 
 def _limits(args: argparse.Namespace) -> DocumentLimits:
-    return DocumentLimits()
+    """Build the document limits from the --max-* flags; a flag left out keeps the default."""
+    chosen = {name: getattr(args, name) for name in USER_LIMITS if getattr(args, name, None) is not None}
+    return DocumentLimits(**chosen)
 
 
 def _load_model_for(args: argparse.Namespace) -> LoadedModel:
@@ -178,6 +181,7 @@ def inspect_file(path: Path, args: argparse.Namespace, loaded: LoadedModel | Non
     }
     if loaded is not None:
         windows = document_windows(document, loaded, args.window_tokens)
+        check_input_tokens(path, windows.total_tokens, _limits(args))
         report["tokens"] = windows.total_tokens
         report["windows"] = windows.to_json()
     return report
@@ -239,7 +243,9 @@ def command_summarize(args: argparse.Namespace) -> int:
     for path in readable:
         try:
             document = load_document(path, password=args.password, limits=_limits(args), progress=bars)
-            summary = summarize_document(document, loaded, settings, progress=bars)
+            windows = document_windows(document, loaded, settings.window_tokens)
+            check_input_tokens(path, windows.total_tokens, _limits(args))
+            summary = summarize_document(document, loaded, settings, progress=bars, windows=windows)
         except SynopsisError as error:
             bars.close()
             log.warning("summarize failed for %s: %s", path, error)
@@ -381,6 +387,28 @@ def _finite(value: str) -> float:
     return number
 
 
+def _positive_number(value: str) -> float:
+    number = _finite(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return number
+
+
+def _add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """Add a --max-* flag for each document limit the user may change."""
+    defaults = DocumentLimits()
+    group = parser.add_argument_group("document limits (reading stops with an error when one is exceeded)")
+    for name, setting in USER_LIMITS.items():
+        default = getattr(defaults, name)
+        group.add_argument(
+            setting.flag,
+            dest=name,
+            type=_positive_number if isinstance(default, float) else _positive,
+            metavar="N",
+            help=f"maximum {setting.description} (default: {format_number(default)} {setting.unit})",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="synopsis",
@@ -454,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     summarize.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     summarize.set_defaults(handler=command_summarize)
 
+    for command in (inspect, summarize):
+        _add_limit_options(command)
     add_training_commands(commands, model_options)
 
     gui = commands.add_parser("gui", help="open the desktop window (the default with no command)")

@@ -227,7 +227,11 @@ def resumed_settings(args: argparse.Namespace, given: TrainingSettings) -> Train
     that shapes the optimization (learning rate, accumulation, seed, ...) was
     given with another value than the run used.
     """
-    if not checkpoint.complete_checkpoints(args.output / "checkpoints"):
+    problems: list[str] = []
+    complete = checkpoint.complete_checkpoints(args.output / "checkpoints", problems)
+    for problem in problems:
+        print(f"synopsis: warning: {problem}", file=sys.stderr)
+    if not complete:
         raise SettingsError(
             f"Nothing to resume in {args.output}: it has no complete checkpoint. "
             "Start a new run there without --resume."

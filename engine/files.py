@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 
@@ -49,3 +50,24 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
+
+
+CORRUPT_INFIX = ".corrupt-"
+
+
+def set_aside(path: str | Path) -> Path:
+    """Rename an unreadable file or folder to ``NAME.corrupt-YYYYmmdd-HHMMSS`` beside it, and return the new path.
+
+    The data is kept for the user to inspect or repair; nothing is deleted. A
+    second file set aside in the same second gets a ``-2``, ``-3``… suffix.
+    Raises OSError when the rename fails.
+    """
+    path = Path(path)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}")
+    number = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}-{number}")
+        number += 1
+    os.replace(path, target)
+    return target

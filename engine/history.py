@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +25,7 @@ from pathlib import Path
 import platformdirs
 
 from .errors import DocumentError
-from .files import write_text_atomic
+from .files import set_aside, write_text_atomic
 from .generation import GenerationSettings
 from .progress import CancellationToken
 from .summarize import SentenceSource, Summary
@@ -175,11 +176,80 @@ def entry_from_summary(
     )
 
 
+# Field types of an entry file; a tuple lists the types allowed.
+_ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "id": str,
+    "source": str,
+    "content_hash": str,
+    "model": str,
+    "settings": dict,
+    "summary": str,
+    "windows": list,
+    "sentences": list,
+    "created": str,
+    "total_tokens": int,
+    "pages": (int, type(None)),
+    "words": (int, type(None)),
+    "seconds": (int, float),
+    "token_ids": list,
+    "format": int,
+}
+_WINDOW_KEYS = ("index", "token_start", "token_end", "char_start", "char_end")
+
+
+def entry_problem(data: object) -> str | None:
+    """Return what makes ``data`` unusable as a history entry, or None when it is a valid entry."""
+    if not isinstance(data, dict):
+        return "the file does not contain a JSON object"
+    required = {
+        item.name
+        for item in dataclasses.fields(HistoryEntry)
+        if item.default is dataclasses.MISSING and item.default_factory is dataclasses.MISSING
+    }
+    missing = sorted(required - set(data))
+    if missing:
+        return f"missing fields: {', '.join(missing)}"
+    for name, expected in _ENTRY_TYPES.items():
+        value = data.get(name)
+        if name in data and (not isinstance(value, expected) or isinstance(value, bool)):
+            return f"field '{name}' has the wrong type ({type(value).__name__})"
+    for window in data["windows"]:
+        if not isinstance(window, dict) or not all(isinstance(window.get(key), int) for key in _WINDOW_KEYS):
+            return "a window is not an object with integer offsets"
+        if not isinstance(window.get("pages"), (list, type(None))):
+            return "a window's pages are not a list"
+    for sentence in data["sentences"]:
+        if not isinstance(sentence, dict) or not isinstance(sentence.get("text"), str):
+            return "a sentence is not an object with a text"
+        if not all(isinstance(sentence.get(key), (list, type(None))) for key in ("pages", "windows")):
+            return "a sentence's pages or windows are not a list"
+    if not all(isinstance(token, int) for token in data.get("token_ids", [])):
+        return "token_ids contains a value that is not an integer"
+    try:
+        datetime.fromisoformat(data["created"])
+    except ValueError:
+        return f"'created' is not an ISO 8601 date: {data['created']!r}"
+    return None
+
+
 class HistoryStore:
-    """A folder of history entries, one ``<id>.json`` file each."""
+    """A folder of history entries, one ``<id>.json`` file each.
+
+    An entry file that cannot be used (invalid JSON, missing fields, wrong
+    types) is renamed to ``<id>.json.corrupt-<date>`` and skipped, and a
+    message for the user is kept until :meth:`take_problems` returns it.
+    """
 
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_history_folder()
+        self._problems: list[str] = []
+        self._problems_lock = threading.Lock()
+
+    def take_problems(self) -> list[str]:
+        """Return the messages about entry files set aside since the last call, and forget them."""
+        with self._problems_lock:
+            problems, self._problems = self._problems, []
+        return problems
 
     def path_for(self, entry_id: str) -> Path:
         return self.folder / f"{entry_id}.json"
@@ -217,10 +287,31 @@ class HistoryStore:
 
     def _read(self, path: Path) -> HistoryEntry | None:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return HistoryEntry.from_json(data)
+            raw = path.read_bytes()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, TypeError, KeyError) as error:
+        except OSError as error:
             log.warning("skipped unreadable history entry %s: %s", path, error)
             return None
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except ValueError as error:  # invalid JSON or invalid UTF-8
+            self._set_aside(path, f"it is not valid JSON ({error})")
+            return None
+        problem = entry_problem(data)
+        if problem is not None:
+            self._set_aside(path, problem)
+            return None
+        return HistoryEntry.from_json(data)
+
+    def _set_aside(self, path: Path, problem: str) -> None:
+        try:
+            kept = set_aside(path)
+        except FileNotFoundError:
+            return  # another thread set it aside first
+        except OSError as error:
+            log.error("history entry %s is unusable (%s) and could not be moved aside: %s", path, problem, error)
+            return
+        log.warning("history entry %s is unusable (%s); moved to %s", path, problem, kept)
+        with self._problems_lock:
+            self._problems.append(f"A history entry could not be read because {problem}. It was moved to {kept}.")

@@ -30,7 +30,7 @@ from huggingface_hub.utils import CachedRepoInfo, CachedRevisionInfo, CacheNotFo
 
 from . import hub
 from .errors import Cancelled, ModelError, ModelNotFoundError, NotEncoderDecoderError, UnsafeWeightsError
-from .files import write_text_atomic
+from .files import set_aside, write_text_atomic
 from .progress import CancellationToken, ProgressFn, ignore_progress
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,9 @@ class ModelRegistry:
             text = self.list_file.read_text(encoding="utf-8")
         except FileNotFoundError:
             return empty
+        except UnicodeDecodeError as error:
+            self._set_aside(ValueError(f"it is not UTF-8 text: {error}"))
+            return empty
         except OSError as error:
             raise ModelError(f"The model list {self.list_file} could not be read: {error}.") from error
         try:
@@ -144,15 +147,13 @@ class ModelRegistry:
         return data
 
     def _set_aside(self, error: Exception) -> None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        aside = self.list_file.with_name(f"{self.list_file.name}.unreadable-{stamp}")
         try:
-            self.list_file.replace(aside)
+            aside = set_aside(self.list_file)
         except OSError as rename_error:
             log.error("could not move the unreadable %s aside: %s", self.list_file, rename_error)
             aside = self.list_file
         self.load_warning = (
-            f"The model list {self.list_file} could not be read ({error}), so it was moved to {aside.name} "
+            f"The model list {self.list_file} could not be read ({error}), so it was moved to {aside} "
             "and a new list started. Downloaded and fine-tuned models are still found; add your own "
             "folders again."
         )
@@ -476,6 +477,18 @@ class ModelRegistry:
         log.info("deleted %s (revision %s) from the cache %s", repo_id, entry.commit, cache)
 
 
+# Types of the optional fields of a list entry, checked when present and not null.
+_OPTIONAL_FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "base_model": str,
+    "metrics": dict,
+    "revision": str,
+    "cache_dir": str,
+    "complete": bool,
+    "commit": str,
+}
+
+
 def _check_list_shape(data: Any) -> None:
     if not isinstance(data, dict):
         raise ValueError("the top level is not an object")
@@ -489,6 +502,10 @@ def _check_list_shape(data: Any) -> None:
     for record in data.get("downloads", []):
         if not isinstance(record.get("repo_id"), str):
             raise ValueError("a download entry has no repo_id")
+    for key, record in [(key, record) for key in ("local", "fine_tuned", "downloads") for record in data.get(key, [])]:
+        for name, expected in _OPTIONAL_FIELD_TYPES.items():
+            if record.get(name) is not None and not isinstance(record[name], expected):
+                raise ValueError(f"'{name}' of an entry in '{key}' is a {type(record[name]).__name__}")
 
 
 def _resolve(path: str | Path | None) -> Path | None:

@@ -26,13 +26,15 @@ import json
 import logging
 import re
 import shlex
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
 
 from .errors import SettingsError
-from .files import write_text_atomic
+from .files import set_aside, write_text_atomic
 from .generation import GenerationSettings
 from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, Pair, RejectedPair, load_pairs, split_pairs
 from .progress import CancellationToken, ProgressFn, ignore_progress
@@ -142,11 +144,40 @@ class RunRequest:
         missing = sorted(name for name in ("name", "pairs", "model") if name not in values)
         if missing:
             raise SettingsError(f"The run settings lack {', '.join(missing)}.")
-        values["settings"] = TrainingSettings.from_json(values.get("settings") or {})
         try:
-            return cls(**values)
+            settings = values.get("settings") or {}
+            if not isinstance(settings, dict):
+                raise TypeError("'settings' is not an object")
+            values["settings"] = TrainingSettings.from_json(settings)
+            request = cls(**values)
         except TypeError as error:
             raise SettingsError(f"The run settings are invalid: {error}.") from error
+        wrong = [*wrong_type_fields(request), *wrong_type_fields(request.settings, "settings.")]
+        wrong += wrong_type_fields(request.settings.eval_generation, "settings.eval_generation.")
+        if wrong:
+            raise SettingsError(f"The run settings have values of the wrong type: {', '.join(wrong)}.")
+        return request
+
+
+def wrong_type_fields(instance: object, prefix: str = "") -> list[str]:
+    """Return the names of ``instance``'s dataclass fields whose values do not match their annotations.
+
+    Only plain types and unions of them are checked, and fields of other types
+    are skipped. An int is accepted for a float, but a bool is not accepted for an int.
+    """
+    wrong = []
+    for name, hint in typing.get_type_hints(type(instance)).items():
+        allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        if not all(isinstance(option, type) for option in allowed) or not dataclasses.is_dataclass(instance):
+            continue
+        if any(dataclasses.is_dataclass(option) for option in allowed):
+            continue
+        if float in allowed:
+            allowed = (*allowed, int)
+        value = getattr(instance, name)
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            wrong.append(f"{prefix}{name}")
+    return wrong
 
 
 def save_request(request: RunRequest, path: str | Path) -> None:
@@ -265,16 +296,54 @@ def write_status(folder: Path, state: str, step: int = 0, total_steps: int = 0, 
     write_text_atomic(folder / STATUS_FILE, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
 
 
-def read_status(folder: Path) -> dict:
-    """Return the run's status, or an empty dict when it has none or it cannot be read."""
+def read_status(folder: Path, problems: list[str] | None = None) -> dict:
+    """Return the run's status, or an empty dict when it has none or it cannot be read.
+
+    A status file that is not a JSON object is moved aside, and a message for
+    the user is appended to ``problems``. Fields of the wrong type are dropped.
+    """
+    data = read_json_object(folder / STATUS_FILE, problems)
+    expected = {"state": str, "step": int, "total_steps": int, "message": str, "updated": str}
+    for name, kind in expected.items():
+        if name in data and (not isinstance(data[name], kind) or isinstance(data[name], bool)):
+            log.warning("status of run %s: ignored %s of the wrong type: %r", folder, name, data[name])
+            del data[name]
+    return data
+
+
+def read_json_object(path: Path, problems: list[str] | None = None) -> dict:
+    """Return the JSON object in ``path``; {} when it is missing, unreadable or not a JSON object.
+
+    A file whose content is not a JSON object is moved aside as
+    ``NAME.corrupt-<date>`` (kept, never deleted), and a message saying so is
+    appended to ``problems``.
+    """
     try:
-        data = json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as error:
-        log.warning("status of run %s could not be read: %s", folder, error)
+    except OSError as error:
+        log.warning("%s could not be read: %s", path, error)
         return {}
-    return data if isinstance(data, dict) else {}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("the file does not contain a JSON object")
+    except ValueError as error:  # invalid JSON, invalid UTF-8 or not an object
+        try:
+            kept = set_aside(path)
+        except OSError as rename_error:
+            log.error("%s is unreadable (%s) and could not be moved aside: %s", path, error, rename_error)
+            return {}
+        log.warning("%s is unreadable (%s); moved to %s", path, error, kept)
+        if problems is not None:
+            problems.append(f"{path.name} could not be read ({error}). It was moved to {kept}.")
+        return {}
+    return data
+
+
+def _whole_number(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 @dataclass(frozen=True)
@@ -291,6 +360,7 @@ class RunRecord:
     updated: str  # ISO time of the last status change, UTC
     request: RunRequest | None  # None when request.json is missing or unreadable
     request_problem: str | None = None
+    problems: tuple[str, ...] = ()  # files of the run that were unreadable and moved aside
 
     @property
     def resumable(self) -> bool:
@@ -312,24 +382,32 @@ def read_run(folder: Path, active: str | None = None) -> RunRecord | None:
         request = load_request(request_path)
     except SettingsError as error:
         problem = str(error)
-    status = read_status(folder)
+    problems: list[str] = []
+    status = read_status(folder, problems)
     state = status.get("state", NEW)
+    if state not in (NEW, RUNNING, STOPPED, FINISHED, STOPPED_EARLY, FAILED):
+        log.warning("run %s has an unknown state %r; listed as interrupted", folder, state)
+        state = INTERRUPTED
     if state == RUNNING and folder.name != active:
         state = INTERRUPTED
-    checkpoints = complete_checkpoints(folder / "checkpoints")
+    checkpoints = complete_checkpoints(folder / "checkpoints", problems)
     step = checkpoints[-1][0] if checkpoints else 0
-    run_file = _read_json(folder / "run.json")
+    run_file = read_json_object(folder / "run.json", problems)
+    base_model = run_file.get("base_model")
+    if not isinstance(base_model, str) or not base_model:
+        base_model = request.model if request else ""
     return RunRecord(
         name=folder.name,
         folder=folder,
         state=state,
         step=step,
-        total_steps=int(run_file.get("total_steps") or status.get("total_steps") or 0),
-        base_model=str(run_file.get("base_model") or (request.model if request else "")),
-        message=str(status.get("message", "")),
-        updated=str(status.get("updated", "")),
+        total_steps=_whole_number(run_file.get("total_steps")) or status.get("total_steps", 0),
+        base_model=base_model,
+        message=status.get("message", ""),
+        updated=status.get("updated", ""),
         request=request,
         request_problem=problem,
+        problems=tuple(problems),
     )
 
 
@@ -340,28 +418,41 @@ def list_runs(runs_dir: Path | None = None, active: str | None = None) -> list[R
         return []
     records = []
     for folder in sorted(runs_dir.iterdir()):
-        if folder.is_dir() and not folder.name.startswith("."):
+        if not folder.is_dir() or folder.name.startswith("."):
+            continue
+        try:
             record = read_run(folder, active)
-            if record is not None:
-                records.append(record)
+        except OSError as error:
+            log.warning("run folder %s could not be read: %s", folder, error)
+            continue
+        if record is not None:
+            records.append(record)
     records.sort(key=lambda record: record.updated, reverse=True)
     return records
 
 
 def metrics_rows(folder: Path) -> list[dict]:
-    """Return the rows of the run's metrics.jsonl, skipping a line cut short by a crash."""
+    """Return the rows of the run's metrics.jsonl, skipping lines that are not JSON objects (a line cut short by a crash)."""
     path = folder / "metrics.jsonl"
     if not path.is_file():
         return []
     rows = []
-    with path.open(encoding="utf-8") as lines:
+    skipped = 0
+    # errors="replace": a line with invalid UTF-8 fails to parse below and is skipped.
+    with path.open(encoding="utf-8", errors="replace") as lines:
         for line in lines:
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
-                continue
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                skipped += 1
+    if skipped:
+        log.warning("%s: skipped %d lines that are not JSON objects", path, skipped)
     return rows
 
 
@@ -395,11 +486,3 @@ def load_run_pairs(
         train, held_out = split_pairs(loaded.pairs, request.validation_fraction, request.settings.seed)
         return RunPairs(train, held_out, rejected)
     return RunPairs(loaded.pairs, [], rejected)
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pytest
 
+from synopsis.app import actions
 from synopsis.app import settings as settings_module
 from synopsis.app.errors import ErrorDialog, ExceptionHook, user_message
 from synopsis.app.eta import StageClock, format_duration
 from synopsis.app.preferences import LENGTH_PRESETS, PreferencesDialog, generation_settings
-from synopsis.app.settings import AppSettings, load_settings, save_settings
+from synopsis.app.queue_panel import Status
+from synopsis.app.settings import AppSettings, document_limits, load_settings, save_settings
+from synopsis.app.window import MainWindow
+from synopsis.engine.documents import DocumentLimits
+from synopsis.engine.documents.limits import USER_LIMITS
 from synopsis.engine.errors import ModelNotFoundError, OutOfMemoryError
+from synopsis.engine.history import HistoryStore
 
 
 def test_settings_round_trip(tmp_path):
@@ -51,7 +58,8 @@ def test_corrupted_settings_are_set_aside(tmp_path, content):
 
 def test_invalid_field_reset_to_default(tmp_path):
     path = tmp_path / "settings.json"
-    path.write_text(json.dumps({"version": 1, "beams": "four", "model": "/m", "model_folders": [3]}), encoding="utf-8")
+    content = json.dumps({"version": 1, "beams": "four", "model": "/m", "model_folders": [3]})
+    path.write_text(content, encoding="utf-8")
 
     loaded = load_settings(path)
 
@@ -59,7 +67,10 @@ def test_invalid_field_reset_to_default(tmp_path):
     assert loaded.settings.model == "/m"
     assert loaded.settings.model_folders == []
     assert "beams" in loaded.problem
-    assert path.exists()
+    # The file is moved aside, so saving the repaired settings cannot lose the invalid values.
+    [kept] = tmp_path.glob("settings.json.corrupt-*")
+    assert kept.read_text(encoding="utf-8") == content
+    assert str(kept) in loaded.problem
 
 
 def test_migration_runs_for_older_version(tmp_path, monkeypatch):
@@ -156,3 +167,93 @@ def test_exception_hook_shows_copyable_details(qtbot, monkeypatch, caplog):
 
     assert "boom in a slot" in QGuiApplication.clipboard().text()
     qtbot.addWidget(shown[0])
+
+
+# Document limits in Preferences ----------------------------------------------------
+
+DOCUMENTS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "documents"
+PAPER_PDF = "mozilla_pdf.js__tracemonkey.pdf"  # 14 pages
+WAIT_MS = 60_000
+
+
+def open_window(qtbot, settings_path: Path, history_folder: Path) -> MainWindow:
+    window = MainWindow(settings_path, HistoryStore(history_folder))
+    qtbot.addWidget(window)
+    return window
+
+
+def close_window(qtbot, window: MainWindow) -> None:
+    window.close()
+    qtbot.waitUntil(lambda: not window.runner.thread_running(), timeout=WAIT_MS)
+
+
+def failed_message(qtbot, window: MainWindow, job_id: int) -> str:
+    item = window.queue_panel.model.item(job_id)
+    qtbot.waitUntil(lambda: item.status in (Status.DONE, Status.FAILED), timeout=WAIT_MS)
+    assert item.status is Status.FAILED
+    return item.message
+
+
+def test_limit_fields_persist_and_reach_engine(qtbot, tmp_path, tiny_model_dir):
+    paper = DOCUMENTS / PAPER_PDF
+    if not paper.is_file():
+        pytest.skip(f"corpus document not found: {paper}")
+    settings_path = tmp_path / "settings.json"
+    save_settings(AppSettings(model=str(tiny_model_dir), device="cpu"), settings_path)
+
+    # Edit the fields in the dialog and apply them as the OK button does.
+    window = open_window(qtbot, settings_path, tmp_path / "history")
+    dialog = PreferencesDialog(window.settings, window)
+    assert set(dialog.limits) == set(USER_LIMITS)
+    dialog.limits["max_pages"].setValue(5)
+    dialog.limits["max_read_seconds"].setValue(42.5)
+    actions.apply_settings(window, dialog.result_settings())
+    close_window(qtbot, window)
+
+    stored = json.loads(settings_path.read_text(encoding="utf-8"))
+    assert stored["max_pages"] == 5
+    assert stored["max_read_seconds"] == 42.5
+
+    # A new window reads them back, shows them, and the worker reads with them.
+    window = open_window(qtbot, settings_path, tmp_path / "history")
+    assert window.settings.max_pages == 5
+    reopened = PreferencesDialog(window.settings, window)
+    assert reopened.limits["max_pages"].value() == 5
+    assert reopened.limits["max_read_seconds"].value() == 42.5
+    [job_id] = window.add_files([paper])
+    message = failed_message(qtbot, window, job_id)
+    assert PAPER_PDF in message
+    assert "the page count (14)" in message
+    assert "max_pages=5 pages" in message
+    assert "--max-pages" in message
+    assert "'Maximum pages' in Settings > Preferences" in message
+
+    # The token limit is checked in the worker once the model has cut the windows.
+    reopened.limits["max_pages"].setValue(100)
+    reopened.limits["max_input_tokens"].setValue(100)
+    actions.apply_settings(window, reopened.result_settings())
+    [job_id] = window.add_files([paper])
+    message = failed_message(qtbot, window, job_id)
+    assert "max_input_tokens=100 tokens" in message
+    assert "'Maximum input tokens' in Settings > Preferences" in message
+    close_window(qtbot, window)
+
+
+@pytest.mark.parametrize(
+    ("stored", "expected", "reset"),
+    [
+        (5, 5.0, False),  # a whole number, as a hand edit writes it
+        (0, DocumentLimits().max_read_seconds, True),
+        (-1.5, DocumentLimits().max_read_seconds, True),
+        ("10", DocumentLimits().max_read_seconds, True),
+    ],
+)
+def test_hand_edited_limit_values(tmp_path, stored, expected, reset):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"version": 1, "max_read_seconds": stored}), encoding="utf-8")
+
+    loaded = load_settings(path)
+
+    assert loaded.settings.max_read_seconds == expected
+    assert (loaded.problem is not None) == reset
+    assert document_limits(loaded.settings).max_read_seconds == expected

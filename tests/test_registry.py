@@ -216,7 +216,7 @@ def test_corrupted_list_file_set_aside(registry, tiny_model_dir):
     assert registry.entries() == []
 
     assert "could not be read" in registry.load_warning
-    aside = [path for path in registry.data_dir.iterdir() if ".unreadable-" in path.name]
+    aside = [path for path in registry.data_dir.iterdir() if ".corrupt-" in path.name]
     assert len(aside) == 1
     assert aside[0].read_text(encoding="utf-8") == '{"local": [{"path": '
     registry.add_folder(tiny_model_dir)

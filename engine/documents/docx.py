@@ -29,7 +29,7 @@ from ..errors import CorruptedDocumentError
 from ..progress import CancellationToken, ProgressFn
 from .archive import ARCHIVE_READ_ERRORS, check_docx_archive
 from .cleanup import normalize_characters
-from .limits import DocumentLimits, check_characters
+from .limits import DocumentLimits, ReadingClock, check_characters
 from .model import Document, Heading, PageSpan
 
 logger = logging.getLogger(__name__)
@@ -119,8 +119,9 @@ class _StyleLevels:
 class _TextBuilder:
     """Accumulates text with page marks, headings and tracked-change notes."""
 
-    def __init__(self, styles: _StyleLevels) -> None:
+    def __init__(self, styles: _StyleLevels, clock: ReadingClock) -> None:
         self.styles = styles
+        self.clock = clock
         self.parts: list[str] = []
         self.length = 0
         self.headings: list[Heading] = []
@@ -147,6 +148,7 @@ class _TextBuilder:
 
     def blocks(self, container: etree._Element) -> None:
         for child in container:
+            self.clock.check()
             tag = child.tag
             if tag == P:
                 self.paragraph(child)
@@ -238,7 +240,7 @@ class _TextBuilder:
         return lines
 
     def cell_text(self, cell: etree._Element) -> str:
-        inner = _TextBuilder(self.styles)
+        inner = _TextBuilder(self.styles, self.clock)
         inner.blocks(cell)
         self.saw_tracked_changes |= inner.saw_tracked_changes
         return " ".join(part.strip() for part in "".join(inner.parts).split(PARAGRAPH_SEPARATOR) if part.strip())
@@ -343,6 +345,7 @@ def load_docx(
     cancel: CancellationToken | None,
 ) -> Document:
     """Read the body, text boxes, tables, footnotes and endnotes of a .docx file."""
+    clock = ReadingClock(path, limits)
     check_docx_archive(path, limits)
     if progress is not None:
         progress(0, 1, "pages")
@@ -365,7 +368,7 @@ def load_docx(
             f"({type(error).__name__}: {error}). Open it in Word and save it again.",
         ) from error
 
-    builder = _TextBuilder(styles)
+    builder = _TextBuilder(styles, clock)
     body = getattr(word_document.element, "body", None)
     if body is None:
         # The main part parsed as XML but is not a w:document (another part renamed over it).

@@ -45,7 +45,7 @@ from .cleanup import (
     line_key,
     normalize_characters,
 )
-from .limits import DocumentLimits, check_characters, check_pages
+from .limits import DocumentLimits, ReadingClock, check_characters, check_pages
 from .model import Document, Heading, PageSpan
 from .pdf_layout import Segment, layout_lines, line_text, physical_lines, read_segments, text_rotation
 
@@ -150,6 +150,7 @@ def _read_segments(
     path: Path,
     document: pdfium.PdfDocument,
     limits: DocumentLimits,
+    clock: ReadingClock,
     progress: ProgressFn | None,
     cancel: CancellationToken | None,
 ) -> tuple[list[list[Segment]], list[int], list[int]]:
@@ -172,6 +173,7 @@ def _read_segments(
         pages.append(segments)
         characters += sum(len(segment.parts) + 1 for segment in segments)
         check_characters(path, characters, limits)
+        clock.check()
         if progress is not None:
             progress(index + 1, total, "pages")
     return pages, image_only, unreadable
@@ -240,19 +242,22 @@ def load_pdf(
     """Read the text of the PDF at ``path``, page by page, in reading order."""
     warnings: list[str] = []
     with _PDFIUM_LOCK:
+        # The clock starts once the lock is held, so time spent waiting for another reader does not count.
+        clock = ReadingClock(path, limits)
         document = _open(path, password)
         try:
             page_total = len(document)
             check_pages(path, page_total, limits)
             if progress is not None:
                 progress(0, page_total, "pages")
-            pages, image_only, unreadable = _read_segments(path, document, limits, progress, cancel)
+            pages, image_only, unreadable = _read_segments(path, document, limits, clock, progress, cancel)
             pages, removed = _drop_running_lines(pages)
             if removed:
                 logger.debug("%s: removed %d running header or footer lines", path.name, removed)
 
             page_texts = []
             for segments in pages:
+                clock.check()
                 lines = [normalize_characters(line).rstrip() for line in layout_lines(segments)]
                 page_texts.append(_EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip())
             words, compounds = collect_vocabulary("\n".join(page_texts))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ContentMismatchError, EmptyDocumentError
 from .cleanup import normalize_characters
-from .limits import DocumentLimits, check_characters, too_large
+from .limits import DocumentLimits, ReadingClock, check_characters, too_large
 from .model import Document, Heading
 from .sniff import DESCRIPTIONS, Kind, sniff_bytes
 
@@ -64,9 +64,11 @@ def markdown_headings(text: str) -> list[Heading]:
 
 def load_text(path: Path, suffix_format: str, limits: DocumentLimits) -> Document:
     """Read a .txt or .md file; ``suffix_format`` is "txt" or "md"."""
+    clock = ReadingClock(path, limits)
     size = path.stat().st_size
     if size > limits.max_characters * BYTES_PER_CHARACTER:
-        raise too_large(path, "the file size in bytes", size, limits.max_characters * BYTES_PER_CHARACTER, "max_characters")
+        least = -(-size // BYTES_PER_CHARACTER)
+        raise too_large(path, "the least character count a file of this size holds", least, limits.max_characters, "max_characters")
     data = path.read_bytes()
     kind = sniff_bytes(data[:8192])
     if kind is Kind.EMPTY:
@@ -84,6 +86,7 @@ def load_text(path: Path, suffix_format: str, limits: DocumentLimits) -> Documen
     text, warning = decode_text(data)
     text = normalize_characters(text).strip("\n")
     check_characters(path, len(text), limits)
+    clock.check()
     if not text.strip():
         raise EmptyDocumentError(path, "the file contains only white space; there is nothing to summarize.")
     logger.info("%s: read %d characters", path.name, len(text))

@@ -17,13 +17,16 @@ import logging
 import os
 import shutil
 import uuid
+import zipfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import ModelError, SynopsisError
+from ..files import set_aside
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,39 @@ STEP_PREFIX = "step-"
 
 class CheckpointWriteError(SynopsisError):
     """A checkpoint, or the best/ or last/ model folder, could not be written (disk full, permissions)."""
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """Return whether ``error`` is how a library reports a failed file write.
+
+    Python's own writes raise OSError. The libraries behind a checkpoint wrap
+    the kernel's error instead (measured with safetensors 0.8, torch 2.13,
+    tokenizers 0.23 on ENOSPC and EFBIG): safetensors raises SafetensorError
+    ("I/O error: File too large (os error 27)"), ``torch.save`` raises
+    RuntimeError ("[enforce fail at inline_container.cc] unexpected pos"), and
+    the tokenizers library raises a plain Exception ("(os error 28)").
+    """
+    if isinstance(error, (OSError, SafetensorError, RuntimeError)):
+        return True
+    return type(error) is Exception and "os error" in str(error)
+
+
+def _failure_reason(error: BaseException) -> str:
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def _free_space_note(folder: Path) -> str:
+    """Return "12.3 MB free on the disk of FOLDER. " or "" when the free space cannot be measured."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return ""
+    return f"{free / 1e6:.1f} MB free on the disk of {probe}. "
 
 
 def step_folder(checkpoints: Path, step: int) -> Path:
@@ -121,14 +157,15 @@ def write_checkpoint(
     except BaseException as error:
         # BaseException too: a Ctrl-C mid-write must not leave a temporary folder behind.
         shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, OSError):
+        if is_write_failure(error):
+            log.error("checkpoint %s could not be written: %r", target, error)
             raise CheckpointWriteError(_write_failure_message(target, error)) from error
         raise
 
 
-def _write_failure_message(target: Path, error: OSError) -> str:
+def _write_failure_message(target: Path, error: BaseException) -> str:
     """Describe a failed checkpoint write and name the newest complete checkpoint, which the failure left intact."""
-    reason = error.strerror or str(error)
+    reason = _failure_reason(error)
     previous = [folder for _, folder in complete_checkpoints(target.parent) if folder != target]
     if previous:
         previous_note = f"The previous checkpoint {previous[-1]} is intact"
@@ -137,7 +174,7 @@ def _write_failure_message(target: Path, error: OSError) -> str:
         previous_note = "No earlier checkpoint exists"
         next_step = "then start the run again"
     return (
-        f"Could not write checkpoint {target}: {reason}. {previous_note}. "
+        f"Could not write checkpoint {target}: {reason}. {previous_note}. {_free_space_note(target.parent)}"
         f"Free disk space or fix the folder's permissions, {next_step}."
     )
 
@@ -164,9 +201,11 @@ def publish_model(checkpoint: Path, target: Path, state: dict) -> None:
         _replace_folder(temporary, target)
     except BaseException as error:
         shutil.rmtree(temporary, ignore_errors=True)
-        if isinstance(error, OSError):
+        if is_write_failure(error):
+            log.error("model folder %s could not be updated: %r", target, error)
             raise CheckpointWriteError(
-                f"Could not update {target}: {error.strerror or error}. Checkpoint {checkpoint} is complete. "
+                f"Could not update {target}: {_failure_reason(error)}. Checkpoint {checkpoint} is complete. "
+                f"{_free_space_note(target.parent)}"
                 "Free disk space or fix the folder's permissions, then resume the run (synopsis train --resume)."
             ) from error
         raise
@@ -189,8 +228,15 @@ def clean_interrupted_writes(folder: Path) -> None:
                 os.replace(path, original)
 
 
-def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
-    """Return ``(step, folder)`` of every complete step checkpoint, oldest first; warn about incomplete ones."""
+def complete_checkpoints(checkpoints: Path, problems: list[str] | None = None) -> list[tuple[int, Path]]:
+    """Return ``(step, folder)`` of every complete, readable step checkpoint, oldest first.
+
+    Folders without the marker are skipped with a warning. A folder with the
+    marker whose files cannot be read (hand-edited or damaged state, truncated
+    weights) is moved aside as ``step-NNNNNN.corrupt-<date>``, so a resume
+    falls back to the checkpoint before it, and a message is appended to
+    ``problems``.
+    """
     if not checkpoints.is_dir():
         return []
     found = []
@@ -201,8 +247,69 @@ def complete_checkpoints(checkpoints: Path) -> list[tuple[int, Path]]:
         if not is_complete(folder):
             log.warning("ignoring %s: it has no %s marker, so it was not finished writing", folder, MARKER)
             continue
+        try:
+            damage = checkpoint_damage(folder)
+        except FileNotFoundError as error:
+            # Not moved: the folder may be mid-deletion by a trainer pruning it.
+            log.warning("ignoring %s: a file is missing (%s)", folder, error)
+            continue
+        if damage is not None:
+            _set_aside_checkpoint(folder, damage, problems)
+            continue
         found.append((step, folder))
     return sorted(found)
+
+
+def checkpoint_damage(folder: Path) -> str | None:
+    """Return what makes a complete checkpoint unreadable, or None when its files look sound.
+
+    Reads the JSON files, the safetensors headers and the zip directories of
+    the ``.pt`` files, but loads no tensors. Raises FileNotFoundError when a
+    file is missing, which a folder being deleted looks like.
+    """
+    parsed = {}
+    for name in (STATE_FILE, SETTINGS_FILE):
+        try:
+            parsed[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as error:
+            return f"{name} cannot be read ({error})"
+        if not isinstance(parsed[name], dict):
+            return f"{name} does not contain a JSON object"
+    step = parsed[STATE_FILE].get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return f"{STATE_FILE} has no integer step"
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"{folder} has no safetensors weights")
+    for shard in shards:
+        try:
+            with safe_open(shard, framework="pt"):
+                pass
+        except FileNotFoundError:
+            raise
+        except (OSError, SafetensorError) as error:
+            return f"{shard.name} cannot be read ({error})"
+    for tensors in folder.glob("*.pt"):
+        # torch.save writes a zip archive; a truncated one has no central directory.
+        if not zipfile.is_zipfile(tensors):
+            return f"{tensors.name} is damaged (not a complete torch.save archive)"
+    return None
+
+
+def _set_aside_checkpoint(folder: Path, damage: str, problems: list[str] | None) -> None:
+    try:
+        kept = set_aside(folder)
+    except OSError as error:
+        log.error("checkpoint %s is unreadable (%s) and could not be moved aside: %s", folder, damage, error)
+        return
+    log.warning("checkpoint %s is unreadable (%s); moved to %s", folder, damage, kept)
+    if problems is not None:
+        problems.append(
+            f"Checkpoint {folder.name} could not be read because {damage}. It was moved to {kept}; "
+            "a resume continues from the checkpoint before it."
+        )
 
 
 def prune_checkpoints(checkpoints: Path, keep_last: int, keep_steps: set[int]) -> None:
