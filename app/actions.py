@@ -19,6 +19,7 @@ from synopsis.engine.registry import ModelRegistry
 
 from .export import FORMATS, export_summary
 from .preferences import PreferencesDialog, length_choices
+from .settings import document_limits
 
 if TYPE_CHECKING:
     from .window import MainWindow
@@ -230,6 +231,7 @@ def open_finetune(window: MainWindow) -> None:
         from .finetune_dialog import FinetuneDialog  # noqa: PLC0415 - QtCharts and the trainer load on demand
 
         window.finetune_dialog = FinetuneDialog(window, model=window.settings.model)
+    window.finetune_dialog.limits = document_limits(window.settings)
     window.finetune_dialog.show()
     window.finetune_dialog.raise_()
     window.finetune_dialog.activateWindow()

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from synopsis.engine.documents import DocumentLimits
 from synopsis.engine.errors import SettingsError, SynopsisError
 from synopsis.engine.models import DEFAULT_MODEL
 from synopsis.engine.registry import ModelEntry, ModelKind, ModelRegistry, ModelStatus
@@ -83,8 +84,10 @@ class FinetuneDialog(QDialog):
         registry: ModelRegistry | None = None,
         runs_dir: Path | None = None,
         model: str | None = None,
+        limits: DocumentLimits | None = None,
     ) -> None:
         super().__init__(parent)
+        self.limits = limits or DocumentLimits()  # from Preferences; the main window updates it on each open
         self.setWindowTitle("Fine-tune")
         self.setModal(False)
         self.resize(1360, 860)
@@ -320,7 +323,7 @@ class FinetuneDialog(QDialog):
             self.preview.set_status(str(error))
             return
         self.controller.cancel(CHECK)
-        self.controller.submit(Task(CHECK, request))
+        self.controller.submit(Task(CHECK, request, limits=self.limits))
         self.preview.set_status("Reading pairs…")
         self._update_buttons()
 
@@ -375,7 +378,9 @@ class FinetuneDialog(QDialog):
         self.controller.cancel(CHECK)
         self.active_run = request.name
         self.last_outcome = None
-        self.controller.submit(Task(TRAIN, request, folder=folder, resume=resume, registry=self.registry))
+        self.controller.submit(
+            Task(TRAIN, request, folder=folder, resume=resume, registry=self.registry, limits=self.limits)
+        )
         verb = "Resuming" if resume else "Starting"
         self.monitor.set_status(f"{verb} {request.name}…")
         self._show_message("")
@@ -393,7 +398,11 @@ class FinetuneDialog(QDialog):
         base = entry.base_model or self.form.model_source()
         device = self.form.device_combo.currentText().strip() or "auto"
         self.controller.cancel(CHECK)
-        self.controller.submit(Task(COMPARE, document=document, base_model=base, tuned_model=entry.source, device=device))
+        self.controller.submit(
+            Task(
+                COMPARE, document=document, base_model=base, tuned_model=entry.source, device=device, limits=self.limits
+            )
+        )
         self._compare_names = (base, entry.name)
         self.compare_panel.status_label.setText(f"Summarizing {document.name}…")
         self._update_buttons()

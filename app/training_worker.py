@@ -27,7 +27,7 @@ import torch
 import shiboken6
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from synopsis.engine.documents import load_document
+from synopsis.engine.documents import DocumentLimits, load_document
 from synopsis.engine.errors import Cancelled, SettingsError, SynopsisError
 from synopsis.engine.generation import GenerationSettings
 from synopsis.engine.models import LoadedModel, load_model, resolve_device
@@ -126,6 +126,7 @@ class Task:
     tuned_model: str = ""  # COMPARE: the fine-tuned model's folder
     device: str = "auto"  # COMPARE: device for both models
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    limits: DocumentLimits = field(default_factory=DocumentLimits)  # the user's Preferences, for every document read
     cancel: CancellationToken = field(default_factory=CancellationToken)
     stop_message: str = "Stopped by the user."  # recorded in status.json when a cancel stops training
 
@@ -301,7 +302,7 @@ class TrainingWorker(QObject):
         self.sig_finished.emit(self._conclude(task, result))
 
     def _compare(self, task: Task) -> None:
-        document = load_document(task.document, cancel=task.cancel)
+        document = load_document(task.document, limits=task.limits, cancel=task.cancel)
         summaries = []
         for stage, source in (("base", task.base_model), ("fine-tuned", task.tuned_model)):
             loaded = self._model(source, task.device, task)
@@ -315,7 +316,7 @@ class TrainingWorker(QObject):
 
     def _load_pairs(self, task: Task) -> RunPairs:
         self.sig_stage.emit("reading pairs")
-        pairs = load_run_pairs(task.request, self._report, task.cancel)
+        pairs = load_run_pairs(task.request, self._report, task.cancel, task.limits)
         self.sig_pairs.emit(pairs)
         return pairs
 
@@ -329,6 +330,7 @@ class TrainingWorker(QObject):
             rejected=pairs.rejected,
             progress=self._report,
             cancel=task.cancel,
+            max_input_tokens=task.limits.max_input_tokens,
         )
         result = CheckResult(task.request, pairs, report)
         self.sig_checked.emit(result)

@@ -33,6 +33,8 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from .documents import DocumentLimits
+from .documents.limits import check_input_tokens
 from .errors import DocumentError, SettingsError, SynopsisError
 from .evaluation import ROUGE_KEYS, EvaluationReport, evaluate_pairs
 from .generation import GenerationSettings
@@ -134,12 +136,19 @@ class CtrlC:
 # Shared steps -----------------------------------------------------------------
 
 
+def _document_limits(args: argparse.Namespace) -> DocumentLimits:
+    from .cli import _limits  # noqa: PLC0415 - cli is loaded by now, see the module docstring
+
+    return _limits(args)
+
+
 def _load_pair_file(path: Path, args: argparse.Namespace, bars: Bars, label: str) -> LoadedPairs:
     return load_pairs(
         path,
         document_field=args.document_field,
         summary_field=args.summary_field,
         password=args.password,
+        limits=_document_limits(args),
         progress=bars.stage(label, "pairs"),
     )
 
@@ -410,7 +419,14 @@ def _run_preflight(
 ) -> tuple[list[Pair], list[Pair]]:
     """Print the pre-flight report and return the pairs to train and validate on; raise if bad pairs must stop the run."""
     try:
-        report = preflight(loaded, train, validation, settings, progress=bars.stage("Checking pairs", "pairs"))
+        report = preflight(
+            loaded,
+            train,
+            validation,
+            settings,
+            progress=bars.stage("Checking pairs", "pairs"),
+            max_input_tokens=_document_limits(args).max_input_tokens,
+        )
     finally:
         bars.close()
     for line in format_report(report):
@@ -499,6 +515,11 @@ def command_evaluate(args: argparse.Namespace) -> int:
         raise BadPairsError(args.pairs, "no pairs to evaluate.")
 
     loaded = cli._load_model_for(args)
+    limits = _document_limits(args)
+    for pair in loaded_pairs.pairs:
+        # The special tokens of each window are left out, so this may undercount slightly.
+        tokens = len(loaded.tokenizer(pair.document, add_special_tokens=False)["input_ids"])
+        check_input_tokens(Path(pair.source), tokens, limits)
     token = CancellationToken()
     try:
         with CtrlC(token, "stopping"):
@@ -540,6 +561,8 @@ def _positive_float(value: str) -> float:
 
 
 def _add_pair_options(parser: argparse.ArgumentParser) -> None:
+    from .cli import _add_limit_options  # noqa: PLC0415 - cli is loaded by now, see the module docstring
+
     parser.add_argument(
         "--document-field",
         default=DEFAULT_DOCUMENT_FIELD,
@@ -557,6 +580,7 @@ def _add_pair_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="leave out pairs that cannot be used, listing them (default: stop and list them)",
     )
+    _add_limit_options(parser)
 
 
 def add_training_commands(commands: argparse._SubParsersAction, model_options: argparse.ArgumentParser) -> None:

@@ -300,6 +300,7 @@ def preflight(
     measure_speed: bool = True,
     progress: ProgressFn = ignore_progress,
     cancel: CancellationToken | None = None,
+    max_input_tokens: int | None = None,
 ) -> PreflightReport:
     """Check ``settings`` and every pair against ``loaded``, and estimate memory and time.
 
@@ -309,7 +310,8 @@ def preflight(
     whether to stop or to train without them. ``measure_speed`` runs one
     short forward and backward pass (about a second) to time the device;
     without it a conservative constant is used. Progress is in pairs
-    tokenized.
+    tokenized. A document longer than ``max_input_tokens`` (None: no limit)
+    is rejected like any other unusable pair.
     """
     settings.validate()
     window_tokens = loaded.window_tokens(settings.window_tokens)
@@ -326,7 +328,9 @@ def preflight(
     lengths += measure_lengths(
         loaded, validation_pairs, "validation", window_tokens, progress, cancel, len(train_pairs), total
     )
-    lengths = [dataclasses.replace(pair, problem=_pair_problem(pair, decoder_positions)) for pair in lengths]
+    lengths = [
+        dataclasses.replace(pair, problem=_pair_problem(pair, decoder_positions, max_input_tokens)) for pair in lengths
+    ]
     rejected += [RejectedPair(pair.source, pair.problem) for pair in lengths if pair.problem is not None]
     usable = [pair for pair in lengths if pair.problem is None]
 
@@ -440,9 +444,14 @@ def _report(
     )
 
 
-def _pair_problem(pair: PairLengths, decoder_positions: int | None) -> str | None:
+def _pair_problem(pair: PairLengths, decoder_positions: int | None, max_input_tokens: int | None) -> str | None:
     if pair.document_tokens == 0:
         return "the document has no tokens once tokenized"
+    if max_input_tokens is not None and pair.document_tokens > max_input_tokens:
+        return (
+            f"the document has {pair.document_tokens:,} tokens, over the limit of {max_input_tokens:,}: raise it "
+            f"with --max-input-tokens, or with 'Maximum input tokens' in Settings > Preferences"
+        )
     if decoder_positions is not None and pair.summary_tokens > decoder_positions:
         return (
             f"the summary has {pair.summary_tokens:,} tokens but the decoder takes at most "

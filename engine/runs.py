@@ -33,6 +33,7 @@ from pathlib import Path
 
 import platformdirs
 
+from .documents import DocumentLimits
 from .errors import SettingsError
 from .files import set_aside, write_text_atomic
 from .generation import GenerationSettings
@@ -469,14 +470,17 @@ class RunPairs:
 
 
 def load_run_pairs(
-    request: RunRequest, progress: ProgressFn = ignore_progress, cancel: CancellationToken | None = None
+    request: RunRequest,
+    progress: ProgressFn = ignore_progress,
+    cancel: CancellationToken | None = None,
+    limits: DocumentLimits | None = None,
 ) -> RunPairs:
     """Load the request's pairs and its validation pairs (a separate file or a seeded split), as ``synopsis train`` does.
 
     The split uses the training seed, so the same request always holds out
     the same pairs, which a resumed run relies on.
     """
-    fields = {"document_field": request.document_field, "summary_field": request.summary_field}
+    fields = {"document_field": request.document_field, "summary_field": request.summary_field, "limits": limits}
     loaded = load_pairs(request.pairs, progress=progress, cancel=cancel, **fields)
     rejected = list(loaded.rejected)
     if request.validation_file is not None:

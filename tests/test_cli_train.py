@@ -155,6 +155,39 @@ def test_summary_too_long_for_decoder(capsys, tiny_model_dir, tmp_path):
     assert "the decoder takes at most 1,024" in err
 
 
+def test_document_limits_apply_to_pairs(capsys, tiny_model_dir, tmp_path):
+    paper = CORPUS / "documents" / "mozilla_pdf.js__tracemonkey.pdf"
+    if not paper.is_file():
+        pytest.skip(f"corpus file {paper} not found")
+    rows = [_pair(*topic) for topic in TOPICS[:3]] + [{"document": str(paper), "summary": "A tracing JIT."}]
+    pairs = _write_pairs(tmp_path / "pairs.jsonl", rows)
+    base = ["train", "--pairs", pairs, "--model", tiny_model_dir, "--output", tmp_path / "run", "-q", "--dry-run"]
+
+    # The 14-page paper is over a 5-page limit, and the flag names the way out.
+    code, _, err = _run(capsys, *base, "--max-pages", "5")
+    assert code == EXIT_DOCUMENT
+    assert "pairs.jsonl line 4" in err
+    assert "max_pages=5" in err
+    assert "--max-pages" in err
+
+    code, _, err = _run(capsys, *base, "--max-pages", "20")
+    assert code == EXIT_OK, err
+
+    # Every inline document is over 30 tokens, so the pre-flight check rejects all four.
+    code, _, err = _run(capsys, *base, "--max-input-tokens", "30")
+    assert code == EXIT_DOCUMENT
+    assert "4 pairs cannot be used" in err
+    assert "over the limit of 30" in err
+    assert "--max-input-tokens" in err
+
+
+def test_evaluate_input_token_limit(capsys, tiny_model_dir, pairs_file):
+    code, _, err = _run(capsys, "evaluate", "--pairs", pairs_file, "--model", tiny_model_dir, "-q", "--max-input-tokens", "30")
+    assert code == EXIT_DOCUMENT
+    assert "pairs.jsonl line 1" in err
+    assert "max_input_tokens=30" in err
+
+
 def test_missing_pairs_file(capsys, tiny_model_dir, tmp_path):
     code, _, err = _run(
         capsys, "train", "--pairs", tmp_path / "nope.jsonl", "--model", tiny_model_dir, "--output", tmp_path / "run"

@@ -22,6 +22,7 @@ from synopsis.app.finetune_form import NO_VALIDATION, SPLIT, pairs_file_fields
 from synopsis.app.finetune_panels import warning_lines
 from synopsis.app.settings import AppSettings, save_settings
 from synopsis.app.window import MainWindow
+from synopsis.engine.documents import DocumentLimits
 from synopsis.engine.errors import SettingsError
 from synopsis.engine.history import HistoryStore
 from synopsis.engine.registry import ModelKind, ModelRegistry
@@ -173,6 +174,29 @@ def test_preview_lists_bad_rows(qtbot, make_dialog, tmp_path, corpus_rows):
     assert not dialog.preview.warning_label.text().startswith("The estimated peak memory")
     too_small = dataclasses.replace(report, available_memory=report.peak_memory // 2)
     assert warning_lines(too_small)[0].startswith(f"The estimated peak memory ({format_memory(report.peak_memory)}")
+
+
+def test_preview_applies_preference_limits(qtbot, make_dialog, tmp_path, corpus_rows):
+    paper = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "documents" / "mozilla_pdf.js__tracemonkey.pdf"
+    if not paper.is_file():
+        pytest.skip(f"corpus document not found: {paper}")
+    rows = [json.dumps(row) for row in corpus_rows[:3]]
+    rows.append(json.dumps({"document": str(paper), "summary": "A tracing JIT for JavaScript."}))
+    path = tmp_path / "limits.jsonl"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    dialog = make_dialog()
+    dialog.limits = DocumentLimits(max_pages=5, max_input_tokens=50)
+
+    with qtbot.waitSignal(dialog.controller.sig_checked, timeout=WAIT_MS):
+        fill_form(dialog, path)
+
+    rejected = dict(dialog.preview.rejected_rows())
+    # The 14-page paper is over the page limit, and each inline document of
+    # about 2,500 characters is far over 50 tokens.
+    assert "max_pages=5" in rejected["limits.jsonl line 4"]
+    assert "Settings > Preferences" in rejected["limits.jsonl line 4"]
+    for line in (1, 2, 3):
+        assert "over the limit of 50" in rejected[f"limits.jsonl line {line}"]
 
 
 @pytest.mark.parametrize(("span", "interval"), [(1, 1), (6, 1), (7, 2), (24, 5), (100, 20), (2500, 500)])
