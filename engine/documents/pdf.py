@@ -269,8 +269,11 @@ def _drop_running_lines(pages: list[list[Segment]]) -> tuple[list[list[Segment]]
     edges: list[list[tuple[str, list[Segment]]]] = []
     for segments in pages:
         lines = physical_lines(segments)
-        keyed = [(line_key(normalize_characters(line_text(lines[i]))), lines[i]) for i in edge_indices(len(lines))]
-        edges.append(keyed)
+        edge_lines = [lines[index] for index in edge_indices(len(lines))]
+        # One normalize_characters call for the page's edge lines: none of
+        # its replacements spans a line break.
+        texts = normalize_characters("\n".join(line_text(line) for line in edge_lines)).split("\n")
+        edges.append([(line_key(text), line) for text, line in zip(texts, edge_lines)])
     running = find_running_keys([{key for key, _ in keyed} for keyed in edges if keyed])
     if not running:
         return pages, 0

@@ -179,6 +179,19 @@ def _region_lines(region: list[Segment]) -> list[str]:
     return [line_text(line) for line in physical_lines(region)]
 
 
+def _bounds(region: list[Segment]) -> tuple[float, float, float, float]:
+    """Return x0, y0, x1, y1 of the box around the segments of ``region``."""
+    if len(region) == 1:
+        only = region[0]
+        return only.x0, only.y0, only.x1, only.y1
+    return (
+        min([segment.x0 for segment in region]),
+        min([segment.y0 for segment in region]),
+        max([segment.x1 for segment in region]),
+        max([segment.y1 for segment in region]),
+    )
+
+
 def layout_lines(segments: list[Segment], deadline: float = math.inf) -> list[str]:
     """Return the lines of a page in reading order; empty strings mark paragraph gaps.
 
@@ -209,10 +222,7 @@ def layout_lines(segments: list[Segment], deadline: float = math.inf) -> list[st
     lines: list[str] = []
     previous: tuple[float, float, float] | None = None  # x0, x1, y0 of the last leaf
     for leaf in leaves:
-        x0 = min(s.x0 for s in leaf)
-        x1 = max(s.x1 for s in leaf)
-        y0 = min(s.y0 for s in leaf)
-        y1 = max(s.y1 for s in leaf)
+        x0, y0, x1, y1 = _bounds(leaf)
         if previous is not None and lines and lines[-1]:
             same_column = x0 < previous[1] and previous[0] < x1
             if same_column and previous[2] - y1 > PARAGRAPH_GAP * line_height:
