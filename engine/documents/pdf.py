@@ -3,8 +3,9 @@
 Why pypdfium2 and not pdfplumber's own text (``bench/extract.py`` compares
 the two on the corpus PDFs; its table is in docs/benchmarks.md):
 
-* Speed and memory: this reader, layout pass included, ran 5 to 8 times
-  pdfplumber's pages per second with a sixth or less of its peak memory.
+* Speed and memory: this reader, layout pass included, ran 14 to 25 times
+  pdfplumber's pages per second (17 to 22 times in CPU time) with a quarter
+  to a thirteenth of its peak memory, on a shared 2-core machine.
 * Quality: pdfplumber's ``extract_text(use_text_flow=True)`` dropped the word
   spaces of that paper ("DynamiclanguagessuchasJavaScript..."), and its
   default mode interleaves the two columns. PDFium inserts word spaces and
