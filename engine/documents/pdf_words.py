@@ -70,6 +70,8 @@ _WHITESPACE_RUN = re.compile(r"\s+")
 
 # FPDFText_GetLooseCharBox and FPDFText_GetCharAngle with plain addresses as
 # arguments, so that ``map`` can call them without a Python-level loop.
+# pypdfium2 loads PDFium with ctypes.CDLL, so its functions use the C calling
+# convention, as CFUNCTYPE prototypes do.
 _LOOSE_BOX = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p)(
     ctypes.cast(pdfium_c.FPDFText_GetLooseCharBox, ctypes.c_void_p).value
 )
