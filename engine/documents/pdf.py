@@ -3,8 +3,9 @@
 Why pypdfium2 and not pdfplumber's own text (``bench/extract.py`` compares
 the two on the corpus PDFs; its table is in docs/benchmarks.md):
 
-* Speed and memory: this reader, layout pass included, ran 5 to 8 times
-  pdfplumber's pages per second with a sixth or less of its peak memory.
+* Speed and memory: this reader, layout pass included, ran 14 to 25 times
+  pdfplumber's pages per second (17 to 22 times in CPU time) with a quarter
+  to a thirteenth of its peak memory, on a shared 2-core machine.
 * Quality: pdfplumber's ``extract_text(use_text_flow=True)`` dropped the word
   spaces of that paper ("DynamiclanguagessuchasJavaScript..."), and its
   default mode interleaves the two columns. PDFium inserts word spaces and
@@ -23,6 +24,8 @@ import logging
 import mmap
 import re
 import threading
+from dataclasses import dataclass, field
+import time
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -47,13 +50,26 @@ from .cleanup import (
 )
 from .limits import DocumentLimits, ReadingClock, check_characters, check_pages
 from .model import Document, Heading, PageSpan
-from .pdf_layout import Segment, layout_lines, line_text, physical_lines, read_segments, text_rotation
+from .pdf_layout import PageTimeout, Segment, layout_lines, line_text, physical_lines
+from .pdf_words import page_characters, read_segments
 
 logger = logging.getLogger(__name__)
 
 PAGE_SEPARATOR = "\n\n"
+PAGE_TIME_LIMIT = 10.0
+"""Seconds one page may take to read and lay out before it is skipped with a warning.
+
+Pages of the corpus take a few milliseconds each, so the limit stops only
+pages built to stall the reader. PDFium parses a page's content in one call
+that cannot be interrupted, so the limit is checked in the reader's own
+loops, before and while the words are read and during the layout pass. A
+page whose parsing alone takes longer is given up only after that parsing.
+"""
+REOPEN_PAGES = 200
+"""Pages read from one opening of the document (see _read_segments)."""
 _PDFIUM_LOCK = threading.Lock()
 _EXTRA_BLANK_LINES = re.compile(r"\n{3,}")
+_TRAILING_WHITESPACE = re.compile(r"[^\S\n]+$", re.MULTILINE)
 
 
 def describe_pages(pages: list[int]) -> str:
@@ -142,61 +158,113 @@ def _xref_entries_damaged(data: mmap.mmap, start: int, max_entries: int = 2000) 
     return False
 
 
-def _page_has_images(page: pdfium.PdfPage) -> bool:
-    return any(True for _ in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=3))
+def _page_has_images(document: pdfium.PdfDocument, index: int) -> bool:
+    page = document[index]
+    try:
+        return any(True for _ in page.get_objects(filter=(pdfium_c.FPDF_PAGEOBJ_IMAGE,), max_depth=3))
+    finally:
+        page.close()
+
+
+@dataclass
+class _PageProblems:
+    """1-based numbers of the pages whose text is missing, by cause."""
+
+    image_only: list[int] = field(default_factory=list)
+    unreadable: list[int] = field(default_factory=list)
+    slow: list[int] = field(default_factory=list)
 
 
 def _read_segments(
     path: Path,
+    password: str | None,
     document: pdfium.PdfDocument,
     limits: DocumentLimits,
     clock: ReadingClock,
+    page_time_limit: float,
     progress: ProgressFn | None,
     cancel: CancellationToken | None,
-) -> tuple[list[list[Segment]], list[int], list[int]]:
-    """Return the text segments of every page, the 1-based pages that hold only
-    images, and the 1-based pages PDFium could not load (given no segments)."""
+) -> tuple[list[list[Segment]], list[float], _PageProblems]:
+    """Return the text segments of every page and the seconds each page took to read.
+
+    A page that PDFium cannot load, or that runs past ``page_time_limit``,
+    gets no segments and is recorded in the returned problems. PDFium keeps
+    every object it parsed until its document closes, about 15 KB per page
+    of the 400-page corpus PDF, so pages after the first REOPEN_PAGES are
+    read from a fresh copy of the document opened every REOPEN_PAGES pages.
+    """
     total = len(document)
     pages: list[list[Segment]] = []
-    image_only: list[int] = []
-    unreadable: list[int] = []
+    seconds: list[float] = []
+    problems = _PageProblems()
     characters = 0
-    for index in range(total):
-        if cancel is not None:
-            cancel.raise_if_cancelled()
-        try:
-            segments = _read_page(document, index, image_only)
-        except pdfium.PdfiumError as error:
-            logger.warning("%s: page %d could not be loaded: %s", path.name, index + 1, error)
-            unreadable.append(index + 1)
-            segments = []
-        pages.append(segments)
-        characters += sum(len(segment.parts) + 1 for segment in segments)
-        check_characters(path, characters, limits)
-        clock.check()
-        if progress is not None:
-            progress(index + 1, total, "pages")
-    return pages, image_only, unreadable
-
-
-def _read_page(document: pdfium.PdfDocument, index: int, image_only: list[int]) -> list[Segment]:
-    """Return the text segments of page ``index``, adding it to ``image_only`` when it has only images.
-
-    Raises PdfiumError when PDFium cannot load the page or its text, which
-    happens when the page's objects are damaged.
-    """
-    page = document[index]
+    reader = document
     try:
-        textpage = page.get_textpage()
-        try:
-            segments = read_segments(textpage.raw, text_rotation(textpage.raw))
-        finally:
-            textpage.close()
-        if not segments and _page_has_images(page):
-            image_only.append(index + 1)
+        for index in range(total):
+            if cancel is not None:
+                cancel.raise_if_cancelled()
+            if index > 0 and index % REOPEN_PAGES == 0:
+                if reader is not document:
+                    reader.close()
+                reader = _open(path, password)
+            started = time.monotonic()
+            segments = _read_page_or_record(path, reader, index, started + page_time_limit, problems)
+            seconds.append(time.monotonic() - started)
+            pages.append(segments)
+            characters += sum(len(segment.text) + 1 for segment in segments)
+            check_characters(path, characters, limits)
+            clock.check()
+            if progress is not None:
+                progress(index + 1, total, "pages")
     finally:
-        page.close()
+        if reader is not document:
+            reader.close()
+    return pages, seconds, problems
+
+
+def _read_page_or_record(
+    path: Path, document: pdfium.PdfDocument, index: int, deadline: float, problems: _PageProblems
+) -> list[Segment]:
+    """Return the segments of page ``index``, or none after recording why the page has no text."""
+    try:
+        segments = _read_page(document, index, deadline)
+    except PageTimeout:
+        logger.warning("%s: reading page %d ran past its time limit; skipped", path.name, index + 1)
+        problems.slow.append(index + 1)
+        return []
+    except pdfium.PdfiumError as error:
+        logger.warning("%s: page %d could not be loaded: %s", path.name, index + 1, error)
+        problems.unreadable.append(index + 1)
+        return []
+    if not segments and _page_has_images(document, index):
+        problems.image_only.append(index + 1)
     return segments
+
+
+def _read_page(document: pdfium.PdfDocument, index: int, deadline: float) -> list[Segment]:
+    """Return the text segments of page ``index``.
+
+    Calls PDFium's C functions directly, so no Python object outlives the
+    page, and closes the page and its text page before returning. Raises
+    PdfiumError when PDFium cannot load the page or its text, which happens
+    when the page's objects are damaged, and PageTimeout after ``deadline``
+    (a ``time.monotonic()`` value).
+    """
+    page = pdfium_c.FPDF_LoadPage(document.raw, index)
+    if not page:
+        raise pdfium.PdfiumError(f"Failed to load page {index + 1}.")
+    try:
+        textpage = pdfium_c.FPDFText_LoadPage(page)
+        if not textpage:
+            raise pdfium.PdfiumError(f"Failed to load the text of page {index + 1}.")
+        try:
+            if time.monotonic() > deadline:
+                raise PageTimeout
+            return read_segments(textpage, page_characters(textpage), deadline)
+        finally:
+            pdfium_c.FPDFText_ClosePage(textpage)
+    finally:
+        pdfium_c.FPDF_ClosePage(page)
 
 
 def _drop_running_lines(pages: list[list[Segment]]) -> tuple[list[list[Segment]], int]:
@@ -204,8 +272,11 @@ def _drop_running_lines(pages: list[list[Segment]]) -> tuple[list[list[Segment]]
     edges: list[list[tuple[str, list[Segment]]]] = []
     for segments in pages:
         lines = physical_lines(segments)
-        keyed = [(line_key(normalize_characters(line_text(lines[i]))), lines[i]) for i in edge_indices(len(lines))]
-        edges.append(keyed)
+        edge_lines = [lines[index] for index in edge_indices(len(lines))]
+        # One normalize_characters call for the page's edge lines: none of
+        # its replacements spans a line break.
+        texts = normalize_characters("\n".join(line_text(line) for line in edge_lines)).split("\n")
+        edges.append([(line_key(text), line) for text, line in zip(texts, edge_lines)])
     running = find_running_keys([{key for key, _ in keyed} for keyed in edges if keyed])
     if not running:
         return pages, 0
@@ -232,15 +303,48 @@ def _outline_headings(document: pdfium.PdfDocument, text: str, spans: list[PageS
     return headings
 
 
+def _lay_out_pages(
+    path: Path,
+    pages: list[list[Segment]],
+    seconds: list[float],
+    page_time_limit: float,
+    problems: _PageProblems,
+    clock: ReadingClock,
+) -> list[str]:
+    """Return the text of each page in reading order, before hyphenated words are joined.
+
+    Each page's layout gets what is left of its time limit after reading; a
+    page that runs out is skipped and recorded in ``problems.slow``.
+    """
+    page_texts = []
+    for number, (segments, spent) in enumerate(zip(pages, seconds), start=1):
+        clock.check()
+        try:
+            lines = layout_lines(segments, time.monotonic() + page_time_limit - spent)
+        except PageTimeout:
+            logger.warning("%s: the layout of page %d ran past its time limit; skipped", path.name, number)
+            problems.slow.append(number)
+            lines = []
+        # Normalizing the page at once equals normalizing each line: no
+        # replacement in normalize_characters spans a line break.
+        page_text = _TRAILING_WHITESPACE.sub("", normalize_characters("\n".join(lines)))
+        page_texts.append(_EXTRA_BLANK_LINES.sub("\n\n", page_text).strip())
+    return page_texts
+
+
 def load_pdf(
     path: Path,
     password: str | None,
     limits: DocumentLimits,
     progress: ProgressFn | None,
     cancel: CancellationToken | None,
+    page_time_limit: float = PAGE_TIME_LIMIT,
 ) -> Document:
-    """Read the text of the PDF at ``path``, page by page, in reading order."""
-    warnings: list[str] = []
+    """Read the text of the PDF at ``path``, page by page, in reading order.
+
+    A page that takes longer than ``page_time_limit`` seconds is skipped, and
+    the document's warnings name it.
+    """
     with _PDFIUM_LOCK:
         # The clock starts once the lock is held, so time spent waiting for another reader does not count.
         clock = ReadingClock(path, limits)
@@ -250,16 +354,14 @@ def load_pdf(
             check_pages(path, page_total, limits)
             if progress is not None:
                 progress(0, page_total, "pages")
-            pages, image_only, unreadable = _read_segments(path, document, limits, clock, progress, cancel)
+            pages, seconds, problems = _read_segments(
+                path, password, document, limits, clock, page_time_limit, progress, cancel
+            )
             pages, removed = _drop_running_lines(pages)
             if removed:
                 logger.debug("%s: removed %d running header or footer lines", path.name, removed)
 
-            page_texts = []
-            for segments in pages:
-                clock.check()
-                lines = [normalize_characters(line).rstrip() for line in layout_lines(segments)]
-                page_texts.append(_EXTRA_BLANK_LINES.sub("\n\n", "\n".join(lines)).strip())
+            page_texts = _lay_out_pages(path, pages, seconds, page_time_limit, problems, clock)
             words, compounds = collect_vocabulary("\n".join(page_texts))
             page_texts = [join_hyphenated_lines(text, words, compounds) for text in page_texts]
 
@@ -268,38 +370,13 @@ def load_pdf(
         finally:
             document.close()
 
-    empty_pages = [number for number, page_text in enumerate(page_texts, start=1) if not page_text]
     if not text.strip():
-        if unreadable:
-            raise CorruptedDocumentError(
-                path,
-                f"the PDF is damaged: PDFium could not load {describe_pages(unreadable)}, "
-                "and no other page has text. "
-                "Get a fresh copy of the file.",
-            )
-        if image_only:
-            raise NoTextLayerError(
-                path,
-                f"no text layer; OCR it first (for example with ocrmypdf). "
-                f"{describe_pages(image_only).capitalize()} {'holds' if len(image_only) == 1 else 'hold'} only images.",
-                image_only,
-            )
-        raise EmptyDocumentError(path, "the PDF contains no text and no images; there is nothing to summarize.")
-    if image_only:
-        warnings.append(
-            f"{describe_pages(image_only).capitalize()} {'has' if len(image_only) == 1 else 'have'} "
-            "no text layer (scanned images); "
-            "OCR the file to include them."
-        )
-    if unreadable:
-        warnings.append(
-            f"{describe_pages(unreadable).capitalize()} could not be read because "
-            f"{'it is' if len(unreadable) == 1 else 'they are'} damaged, so "
-            f"{'its' if len(unreadable) == 1 else 'their'} text is missing."
-        )
+        _raise_without_text(path, problems, page_time_limit)
+    warnings = _page_warnings(path, problems, page_time_limit)
     if xref_table_damaged(path):
         warnings.append("recovered a damaged cross-reference table; some text may be missing.")
-    logger.info("%s: read %d pages, %d characters, %d empty pages", path.name, page_total, len(text), len(empty_pages))
+    empty_pages = sum(1 for page_text in page_texts if not page_text)
+    logger.info("%s: read %d pages, %d characters, %d empty pages", path.name, page_total, len(text), empty_pages)
     return Document(
         path=path,
         format="pdf",
@@ -310,6 +387,61 @@ def load_pdf(
         page_count=page_total,
         pages_approximate=False,
     )
+
+
+def _raise_without_text(path: Path, problems: _PageProblems, page_time_limit: float) -> None:
+    """Raise the error that explains why no page of the PDF has text."""
+    if problems.unreadable:
+        raise CorruptedDocumentError(
+            path,
+            f"the PDF is damaged: PDFium could not load {describe_pages(problems.unreadable)}, "
+            "and no other page has text. "
+            "Get a fresh copy of the file.",
+        )
+    if problems.slow:
+        raise DocumentError(
+            path,
+            f"reading {describe_pages(problems.slow)} took longer than the limit of {page_time_limit:g} s per page, "
+            "and no other page has text. Save a copy with another PDF program (for example, print it to a new PDF) "
+            "and open that copy.",
+        )
+    if problems.image_only:
+        image_only = problems.image_only
+        raise NoTextLayerError(
+            path,
+            f"no text layer; OCR it first (for example with ocrmypdf). "
+            f"{describe_pages(image_only).capitalize()} {'holds' if len(image_only) == 1 else 'hold'} only images.",
+            image_only,
+        )
+    raise EmptyDocumentError(path, "the PDF contains no text and no images; there is nothing to summarize.")
+
+
+def _page_warnings(path: Path, problems: _PageProblems, page_time_limit: float) -> list[str]:
+    """Return one warning for each cause of missing page text."""
+    warnings = []
+    if problems.image_only:
+        image_only = problems.image_only
+        warnings.append(
+            f"{describe_pages(image_only).capitalize()} {'has' if len(image_only) == 1 else 'have'} "
+            "no text layer (scanned images); "
+            "OCR the file to include them."
+        )
+    if problems.unreadable:
+        unreadable = problems.unreadable
+        warnings.append(
+            f"{describe_pages(unreadable).capitalize()} could not be read because "
+            f"{'it is' if len(unreadable) == 1 else 'they are'} damaged, so "
+            f"{'its' if len(unreadable) == 1 else 'their'} text is missing."
+        )
+    if problems.slow:
+        slow = sorted(problems.slow)
+        single = len(slow) == 1
+        warnings.append(
+            f"{path.name}: {describe_pages(slow)} took longer than {page_time_limit:g} s to read, so "
+            f"{'its' if single else 'their'} text is missing. Such a page usually holds a huge number of "
+            "characters or drawing operations."
+        )
+    return warnings
 
 
 def _join_pages(page_texts: list[str]) -> tuple[str, list[PageSpan]]:
