@@ -49,6 +49,7 @@ class QueueItem:
     nothing_truncated: bool | None = None
     message: str = ""  # the error or cancel message
     details: str = ""  # the error's traceback, for unexpected errors only
+    warnings: tuple[str, ...] = ()  # what reading the document skipped or could not read, e.g. image-only pages
     error: BaseException | None = None
     summary: Summary | None = None
     entry_id: str | None = None
@@ -67,6 +68,14 @@ def _number(value: int | None) -> str:
     return "" if value is None else f"{value:,}"
 
 
+def _warning_parts(warnings: tuple[str, ...]) -> list[str]:
+    if not warnings:
+        return []
+    if len(warnings) == 1:
+        return [f"warning: {warnings[0]}"]
+    return [f"{len(warnings)} warnings (hover to read them all): {warnings[0]}"]
+
+
 def details_text(item: QueueItem) -> str:
     """Return the text of the Details column for ``item``."""
     if item.status is Status.DONE:
@@ -77,6 +86,7 @@ def details_text(item: QueueItem) -> str:
             parts.append("from history, not recomputed")
         elif item.summary is not None:
             parts.append(f"{format_duration(item.summary.seconds)} to summarize")
+        parts += _warning_parts(item.warnings)
         return " · ".join(parts)
     if item.status in (Status.FAILED, Status.CANCELLED):
         return item.message
@@ -111,7 +121,11 @@ class QueueModel(QAbstractTableModel):
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(item, column)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return str(item.path) if column == 0 else (self._display(item, column) or None)
+            if column == 0:
+                return str(item.path)
+            if column == len(COLUMNS) - 1 and item.warnings:
+                return "\n".join([self._display(item, column), "", *item.warnings])
+            return self._display(item, column) or None
         if role == Qt.ItemDataRole.TextAlignmentRole and column in NUMBER_COLUMNS:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == Qt.ItemDataRole.ForegroundRole and item.status is Status.FAILED and column in (1, 6):

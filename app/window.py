@@ -252,6 +252,7 @@ class MainWindow(QMainWindow):
         item = self.queue_panel.model.item(job_id)
         if item is not None:
             item.pages, item.words = stats.pages, stats.words
+            item.warnings = stats.warnings
             self.queue_panel.model.changed(job_id)
         for warning in stats.warnings:
             log.info("job %d: %s", job_id, warning)

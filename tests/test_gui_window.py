@@ -443,3 +443,18 @@ def test_local_folder_listed_in_manager(qtbot, make_window, monkeypatch, tiny_mo
     assert window.settings.model == folder
     local = [entry for entry in ModelRegistry().entries() if entry.kind is ModelKind.LOCAL]
     assert [entry.source for entry in local] == [folder]
+
+
+def test_reading_warning_shown_in_row(qtbot, make_window, tmp_path):
+    window = make_window()
+    tracked = corpus_copy(tmp_path, "jgm_pandoc__track_changes_insertion.docx")
+    window.add_files([tracked])
+    [item] = window.queue_panel.model.items
+    wait_status(qtbot, window, item.job_id, {Status.DONE, Status.FAILED})
+    assert item.status is Status.DONE, item.message
+
+    model = window.queue_panel.model
+    details = model.data(model.index(0, 6))
+    tooltip = model.data(model.index(0, 6), Qt.ItemDataRole.ToolTipRole)
+    assert "warning: the document has tracked changes" in details
+    assert "leaves out deletions" in tooltip
