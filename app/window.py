@@ -15,6 +15,7 @@ from . import actions
 from .errors import ErrorDialog, user_message
 from .history_panel import HistoryPanel
 from .preferences import describe_length, generation_settings
+from .qt_workarounds import keep_singletons_alive
 from .queue_panel import QueueItem, QueuePanel, Status
 from .settings import AppSettings, load_settings, save_settings
 from .summary_panel import SummaryPanel
@@ -42,6 +43,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings_path: Path | None = None, history: HistoryStore | None = None) -> None:
         super().__init__()
+        keep_singletons_alive()
         self.settings_path = settings_path
         loaded = load_settings(settings_path)
         self.settings: AppSettings = loaded.settings

@@ -1,0 +1,55 @@
+"""The reference reserve that keeps the Qt binding's lost references from aborting Python."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+# Calls of a Qt method without a result, more than None's reference count at start-up.
+CALLS = 300_000
+
+SCRIPT = textwrap.dedent(
+    f"""
+    import os, sys
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtWidgets import QApplication, QLabel
+    app = QApplication([])
+    if sys.argv[1] == "reserve":
+        from synopsis.app.qt_workarounds import keep_singletons_alive
+        keep_singletons_alive()
+    label = QLabel()
+    for _ in range({CALLS}):
+        label.setText("x")
+    print("survived")
+    """
+)
+
+
+def _run(mode: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_reserve_survives_many_qt_calls():
+    done = _run("reserve")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "survived" in done.stdout
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from CPython 3.12 on")
+def test_reserve_is_added_once():
+    from synopsis.app import qt_workarounds
+
+    qt_workarounds.keep_singletons_alive()
+    after_first = sys.getrefcount(None)
+    assert after_first > qt_workarounds._RESERVE
+    assert sys.getrefcount(True) > qt_workarounds._RESERVE
+    assert sys.getrefcount(False) > qt_workarounds._RESERVE
+
+    qt_workarounds.keep_singletons_alive()
+    # Other threads may take or drop a few references meanwhile.
+    assert abs(sys.getrefcount(None) - after_first) < 1000
