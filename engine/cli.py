@@ -450,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-repeat-ngram-size", type=_non_negative, metavar="N", help="forbid repeating n-grams of this size"
     )
     summarize.add_argument(
-        "--batch-windows", type=_positive, metavar="N", help="windows encoded at once (default: 1 on CPU, 8 on GPU)"
+        "--batch-windows", type=_positive, metavar="N", help="windows encoded at once (default: 4 on CPU, 8 on GPU)"
     )
     summarize.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     summarize.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default: auto)")

@@ -153,22 +153,28 @@ def physical_cores() -> int:
 
 
 def encoding_threads() -> int:
-    """Return the default intra-op thread count for encoding: one per physical core."""
-    return physical_cores()
+    """Return the default intra-op thread count for encoding: one per physical core but one, at least 1.
+
+    OpenMP splits each operation evenly over its threads, so one thread that
+    waits for a core busy with the GUI thread or another program holds up the
+    whole operation. On 2 cores shared with other jobs, ``bench/encode.py``
+    measured 1 thread 1.3 (fp32) to 2.6 (int8) times faster than 2 at batch 1.
+    On an idle machine the rule gives up at most one core's share.
+    """
+    return max(1, physical_cores() - 1)
 
 
 def decoding_threads() -> int:
-    """Return the default intra-op thread count for decoding: one core fewer than encoding, at least 1.
+    """Return the default intra-op thread count for decoding, by the same rule as encoding.
 
     A decoding step multiplies only beams x d_model rows per matrix, so every
     operation is short and a thread that waits for a busy core stalls it. On 2
     cores shared with other jobs, ``bench/generate.py`` measured 1 thread 1.4
     to 1.8 times faster than 2 (BART-base size, 16K memory tokens, beam 4).
-    The free core also serves the GUI thread.
     """
     # NOTE: measured on a 2-core machine only. On many cores decoding is bound by
-    # memory bandwidth and may want more threads than this rule gives.
-    return max(1, physical_cores() - 1)
+    # memory bandwidth, so more threads may help, or fewer than this rule may win.
+    return encoding_threads()
 
 
 @contextlib.contextmanager
