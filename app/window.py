@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -44,6 +45,10 @@ class MainWindow(QMainWindow):
     def __init__(self, settings_path: Path | None = None, history: HistoryStore | None = None) -> None:
         super().__init__()
         keep_singletons_alive()
+        # Keep the imported modules' objects out of full garbage collections, which
+        # hold the GIL while they walk every object. The worker freezes again after
+        # loading a model.
+        gc.freeze()
         self.settings_path = settings_path
         loaded = load_settings(settings_path)
         self.settings: AppSettings = loaded.settings

@@ -257,11 +257,17 @@ def findings(result: dict) -> list[str]:
     return [
         f"- The maximum gap fell in the \"{worst_stage}\" stage. While encoding and generating, the maximum was "
         f"{max(busy, default=0):.0f} ms: torch releases the GIL inside its operators, and the worker sends at "
-        "most one progress report per 50 ms, so the GUI thread gets the interpreter within a few switch "
-        "intervals. Loading a model is different: profiled in a worker thread, `load_model` made no call over "
-        "10 ms but the first imports of transformers' model modules (up to 1 s each), and a thread polling "
-        "every 2 ms beside it saw gaps of up to 0.7 s meanwhile. Which call inside those imports keeps the "
-        "GIL was not found, and on 2 cores shared with other jobs waiting for a core adds to it.",
+        "most one progress report per 50 ms.",
+        "- Full garbage collections caused the gaps over 100 ms. With torch, transformers and a model loaded "
+        "the process holds about 370,000 objects, and a full collection walks them all while holding the GIL "
+        "(0.4 s measured on this loaded machine). The same run before the fix had a maximum gap of 130.5 ms "
+        "in encoding, a 99th percentile of 15.6 ms and 1 gap over 100 ms. Now the window freezes the objects "
+        "that exist at start-up and the worker freezes them again after loading a model (`gc.freeze`), so "
+        "collections skip them.",
+        "- This script builds its model in the same process before the window opens, so transformers' model "
+        "modules are already imported when the worker loads the model. In a fresh app the first load also "
+        "imports them: profiled in a worker thread, that import made a thread polling every 2 ms beside it "
+        "wait up to 0.7 s, without any single call over 10 ms, which points to collections during the import.",
         "- Before `app/qt_workarounds.py`, the window could not finish this run: PySide6 6.12.0 on CPython 3.11 "
         "loses a reference to `None` on each call of a Qt method without a result, and CPython aborted with "
         "\"deallocating None\" after about two minutes of progress updates. The main window now gives `None`, "
