@@ -34,6 +34,7 @@ from common import (  # noqa: E402
     machine,
     markdown_table,
     pyplot,
+    save_figure,
     save_results,
     write_section,
 )
@@ -284,9 +285,7 @@ def plot(run_result: dict, path: Path) -> None:
     axis.grid(True, axis="y", alpha=0.3)
     axis.tick_params(axis="x", labelsize=8)
     figure.suptitle(f"Encoding {run_result['tokens']:,} tokens in {WINDOW_TOKENS}-token windows, BART-base, CPU")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
 
 
 def write_docs(run_result: dict, info: dict) -> None:

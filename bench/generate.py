@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     peak_rss_bytes,
     pyplot,
     run_child,
+    save_figure,
     save_results,
     write_section,
 )
@@ -303,9 +304,7 @@ def plot(results: list[dict], path: Path) -> None:
         axis.grid(True, axis="y", alpha=0.3)
         axis.legend()
     figure.suptitle(f"Generating {GENERATED_TOKENS} tokens from a fused memory, float32 on CPU")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
 
 
 def section_name(threads: int) -> str:

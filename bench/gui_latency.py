@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     machine,
     markdown_table,
     pyplot,
+    save_figure,
     save_results,
     write_section,
 )
@@ -295,9 +296,7 @@ def plot(result: dict, path: Path) -> None:
         f"GUI event-loop gaps, {result['tokens']:,}-token document, {result['model']} model, "
         f"{result['interval_ms']} ms timer"
     )
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    save_figure(figure, path)
 
 
 def write_docs(result: dict, info: dict) -> None:

@@ -69,6 +69,8 @@ def resolve_precision(requested: str, device: torch.device) -> str:
     if requested not in PRECISIONS:
         raise SettingsError(f"precision '{requested}' is unknown: use one of {', '.join(PRECISIONS)}.")
     if requested == "auto":
+        # NOTE: the CUDA choices follow torch's documented support and were not run
+        # here (no GPU); only the CPU paths are tested.
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
         if device.type == "cpu" and cpu_has_native_bf16():
