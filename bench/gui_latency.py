@@ -48,6 +48,7 @@ SECTION = "gui_latency"
 TOKENS = 65536
 INTERVAL_MS = 5
 GOAL_MS = 100.0
+BIN_S = 0.25  # the plot and the saved results keep the maximum gap per bin of this many seconds
 SUMMARY_TOKENS = 32
 BEAMS = 4
 CORPUS_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pairs" / "qmsum_meetings.jsonl"
@@ -221,8 +222,22 @@ def run(size: str, tokens: int, summary_tokens: int, beams: int, interval_ms: in
         "seconds": seconds,
         "total": statistics([gap for _, gap, _ in gaps]),
         "stages": {stage: statistics(values) for stage, values in stages.items()},
-        "gaps": [(round(at, 4), round(gap, 2), stage) for at, gap, stage in gaps],
+        "binned_gaps": bin_gaps(gaps),
     }
+
+
+def bin_gaps(gaps: list[tuple[float, float, str]], width_s: float = BIN_S) -> list[tuple[float, float, str]]:
+    """Return the maximum gap in each ``width_s``-second bin as (bin start, gap in ms, its stage).
+
+    Every tick's gap would make the saved results megabytes long; the maximum
+    per bin keeps every gap that matters for the goal.
+    """
+    bins: dict[int, tuple[float, str]] = {}
+    for at, gap, stage in gaps:
+        index = int(at / width_s)
+        if index not in bins or gap > bins[index][0]:
+            bins[index] = (gap, stage)
+    return [(round(index * width_s, 2), round(gap, 2), stage) for index, (gap, stage) in sorted(bins.items())]
 
 
 def format_table(result: dict) -> str:
@@ -246,7 +261,7 @@ def goal_line(result: dict) -> str:
     total = result["total"]
     verdict = "met" if total["max_ms"] < GOAL_MS else f"missed by {total['max_ms'] - GOAL_MS:.0f} ms"
     return (
-        f"- Goal, longest gap under {GOAL_MS:.0f} ms: {total['max_ms']:.1f} ms, {verdict}; 99th percentile "
+        f"- Goal, maximum gap under {GOAL_MS:.0f} ms: {total['max_ms']:.1f} ms, {verdict}; 99th percentile "
         f"{total['p99_ms']:.1f} ms; {total['over_goal']} gaps over {GOAL_MS:.0f} ms in {total['ticks']:,} ticks."
     )
 
@@ -280,18 +295,18 @@ def plot(result: dict, path: Path) -> None:
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(9, 4))
     by_stage: dict[str, tuple[list[float], list[float]]] = {}
-    for at, gap, stage in result["gaps"]:
+    for at, gap, stage in result["binned_gaps"]:
         xs, ys = by_stage.setdefault(stage, ([], []))
         xs.append(at)
         ys.append(gap)
     for stage, (xs, ys) in by_stage.items():
-        axis.plot(xs, ys, ".", markersize=2, label=stage)
+        axis.plot(xs, ys, ".", markersize=4, label=stage)
     axis.axhline(GOAL_MS, color="red", linewidth=0.8, label=f"goal {GOAL_MS:.0f} ms")
     axis.set_yscale("log")
     axis.set_xlabel("seconds since the file was added")
-    axis.set_ylabel("gap between timer ticks (ms)")
+    axis.set_ylabel(f"maximum gap per {BIN_S} s (ms)")
     axis.grid(True, alpha=0.3)
-    axis.legend(markerscale=4, fontsize=8)
+    axis.legend(markerscale=2, fontsize=8)
     figure.suptitle(
         f"GUI event-loop gaps, {result['tokens']:,}-token document, {result['model']} model, "
         f"{result['interval_ms']} ms timer"
@@ -315,7 +330,8 @@ def write_docs(result: dict, info: dict) -> None:
             f"{shape} and the tests' 2,000-token byte-level BPE vocabulary, {result['beams']} beams, exactly "
             f"{result['summary_tokens']} summary tokens, precision {result['precision']}. A `QTimer` in the GUI thread "
             f"fires every {result['interval_ms']} ms; a gap is the time between two of its callbacks, so anything "
-            "above the interval is time the event loop could not run. Stages are the worker's reports; "
+            "above the interval is time the event loop could not run. The plot shows the maximum gap per "
+            f"{BIN_S} s. Stages are the worker's reports; "
             "\"showing\" is the second after the result arrived, while the window lays it out. The whole job "
             f"took {result['seconds']:.0f} s.",
             "",
@@ -356,7 +372,7 @@ def main() -> int:
     info = {**machine(), "command": ("python bench/gui_latency.py " + " ".join(sys.argv[1:])).strip()}
     print(format_table(result))
     print(goal_line(result))
-    worst = sorted(result["gaps"], key=lambda row: row[1], reverse=True)[:10]
+    worst = sorted(result["binned_gaps"], key=lambda row: row[1], reverse=True)[:10]
     print("largest gaps (s since start, ms, stage):", worst, file=sys.stderr)
     if not args.quick and not args.no_write:
         write_docs(result, info)
