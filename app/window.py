@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from . import actions
 from .errors import ErrorDialog, user_message
 from .history_panel import HistoryPanel
 from .preferences import describe_length, generation_settings
+from .qt_workarounds import keep_singletons_alive
 from .queue_panel import QueueItem, QueuePanel, Status
 from .settings import AppSettings, document_limits, load_settings, save_settings
 from .summary_panel import SummaryPanel
@@ -42,6 +44,11 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings_path: Path | None = None, history: HistoryStore | None = None) -> None:
         super().__init__()
+        keep_singletons_alive()
+        # Keep the imported modules' objects out of full garbage collections, which
+        # hold the GIL while they walk every object. The worker freezes again after
+        # loading a model.
+        gc.freeze()
         self.settings_path = settings_path
         loaded = load_settings(settings_path)
         self.settings: AppSettings = loaded.settings

@@ -121,3 +121,10 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(figure, path: Path) -> None:
+    """Lay out ``figure`` and write it to ``path`` as a PNG at 100 dpi, creating the folder."""
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)

@@ -25,6 +25,7 @@ from .files import write_text_atomic
 from .generation import GenerationSettings
 from .logs import configure_logging
 from .models import DEFAULT_MODEL, LoadedModel, load_model
+from .speed import PRECISION_HELP, PRECISIONS
 from .summarize import Summary, document_windows, summarize_document
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ def command_summarize(args: argparse.Namespace) -> int:
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         window_tokens=args.window_tokens,
         batch_windows=args.batch_windows,
+        precision=args.precision,
     )
     settings.validate()
     several = len(args.files) > 1
@@ -476,9 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-repeat-ngram-size", type=_non_negative, metavar="N", help="forbid repeating n-grams of this size"
     )
     summarize.add_argument(
-        "--batch-windows", type=_positive, metavar="N", help="windows encoded at once (default: 1 on CPU, 8 on GPU)"
+        "--batch-windows", type=_positive, metavar="N", help="windows encoded at once (default: 4 on CPU, 8 on GPU)"
     )
     summarize.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    summarize.add_argument("--precision", choices=PRECISIONS, default="auto", help=f"{PRECISION_HELP} (default: auto)")
     summarize.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     summarize.set_defaults(handler=command_summarize)
 

@@ -21,6 +21,7 @@ from .encoding import FusedMemory
 from .errors import SettingsError
 from .progress import CancellationToken, ProgressFn, ignore_progress
 from .shared_attention import shared_cross_attention, supports_shared_attention
+from .speed import PRECISIONS, decoding_threads, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +40,17 @@ class GenerationSettings:
     # Project cross-attention keys and values once for all beams (BART-style
     # models); False runs model.generate's own per-beam attention.
     shared_attention: bool = True
+    # Number format of the encoder, one of speed.PRECISIONS; the decoder runs in float32.
+    precision: str = "auto"
+    threads: int | None = None  # torch CPU threads; None: speed.encoding_threads() and decoding_threads()
 
     def validate(self) -> None:
-        for name in ("max_tokens", "beams", "window_tokens", "batch_windows"):
+        for name in ("max_tokens", "beams", "window_tokens", "batch_windows", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingsError(f"{name.replace('_', ' ')} must be at least 1, got {value}.")
+        if self.precision not in PRECISIONS:
+            raise SettingsError(f"precision '{self.precision}' is unknown: use one of {', '.join(PRECISIONS)}.")
         if self.min_tokens is not None and self.min_tokens < 0:
             raise SettingsError(f"min tokens must be 0 or more, got {self.min_tokens}.")
         if self.no_repeat_ngram_size is not None and self.no_repeat_ngram_size < 0:
@@ -131,7 +137,8 @@ def generate_from_memory(
     """Decode a summary that cross-attends to the whole fused memory; return its token ids.
 
     Progress is reported in tokens generated; ``cancel`` is checked before every
-    decoding step.
+    decoding step. On a CPU, torch uses ``settings.threads`` threads, by
+    default ``speed.decoding_threads()``.
     """
     config = build_generation_config(model, settings)
     total = max_new_tokens(config)
@@ -140,6 +147,8 @@ def generate_from_memory(
     progress(0, total, "tokens")
     shared = settings.shared_attention and supports_shared_attention(model, memory)
     with contextlib.ExitStack() as stack:
+        if memory.hidden_states.device.type == "cpu":
+            stack.enter_context(torch_threads(settings.threads or decoding_threads()))
         states = memory.hidden_states
         if shared:
             states = stack.enter_context(shared_cross_attention(model, memory))

@@ -10,9 +10,11 @@ batch 1, and the layer's cross-attention module is swapped for one that
 attends to them. Beams and decoding positions are stacked along the query
 axis of a single scaled-dot-product attention call: cross-attention has no
 causal mask, so every query attends to the same keys independently and the
-result equals per-beam attention. The placeholder encoder states handed to
-``generate`` are one number wide, so expanding them per beam costs almost
-nothing.
+result equals per-beam attention. On the CPU, torch 2.13 runs that call with
+its flash-attention kernel, which works block by block, so no attention-weight
+matrix over the whole memory is materialized. The placeholder encoder states
+handed to ``generate`` are one number wide, so expanding them per beam costs
+almost nothing.
 """
 
 from __future__ import annotations

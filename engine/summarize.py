@@ -134,7 +134,9 @@ def summarize_document(
     )
 
     with _memory_advice(loaded, len(windows)):
-        memory = encode_windows(loaded.model, windows, settings.batch_windows, progress, cancel)
+        memory = encode_windows(
+            loaded.model, windows, settings.batch_windows, progress, cancel, settings.precision, settings.threads
+        )
         token_ids = generate_from_memory(loaded.model, memory, settings, progress, cancel)
         if cancel is not None:
             cancel.raise_if_cancelled()

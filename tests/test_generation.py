@@ -200,3 +200,21 @@ def test_shared_attention_restores_modules(sharp):
     generate_from_memory(sharp.model, encode_windows(sharp.model, windows), GenerationSettings(max_tokens=4))
     after = [layer.encoder_attn for layer in sharp.model.get_decoder().layers]
     assert after == before
+
+
+def test_shared_attention_uses_flash_kernel(loaded):
+    """Shared cross-attention runs torch's blocked flash kernel, which never holds the whole weight matrix."""
+    windows = document_windows(_document(_long_text(300)), loaded)
+    memory = encode_windows(loaded.model, windows)
+    with torch.profiler.profile(record_shapes=True) as profile:
+        generate_from_memory(loaded.model, memory, GenerationSettings(max_tokens=3, beams=2))
+    # Keys shaped (1, heads, positions, head_dim): the calls that attend to the whole memory.
+    over_memory = [
+        event.name
+        for event in profile.events()
+        if event.name.startswith("aten::_scaled_dot_product")
+        and len(event.input_shapes) > 1
+        and event.input_shapes[1][2:3] == [memory.positions]
+    ]
+    assert over_memory
+    assert set(over_memory) == {"aten::_scaled_dot_product_flash_attention_for_cpu"}
