@@ -7,7 +7,9 @@ the singleton's reference count by one. A window that reports progress makes tho
 calls a minute, and once a count reaches zero CPython aborts with "none_dealloc:
 deallocating None" (``bench/gui_latency.py`` hit it within two minutes of
 summarizing a long document). From CPython 3.12 on these singletons are
-immortal and the lost references do no harm.
+immortal and the lost references do no harm. PySide6 6.11.3 keeps the count
+(1,000 ``setText`` calls measured on CPython 3.11.7), and pyproject.toml
+excludes 6.12.0; the reserve protects an environment that has it anyway.
 """
 
 from __future__ import annotations

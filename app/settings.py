@@ -21,6 +21,7 @@ from synopsis.engine.documents import DocumentLimits
 from synopsis.engine.documents.limits import USER_LIMITS
 from synopsis.engine.files import set_aside, write_text_atomic
 from synopsis.engine.models import DEFAULT_MODEL
+from synopsis.engine.speed import PRECISIONS
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class AppSettings:
     min_tokens: int = 100  # used when length is "exact"
     max_tokens: int = 250
     beams: int = 4
+    precision: str = "auto"  # the encoder's number format, one of engine.speed.PRECISIONS
     model_folders: list[str] = field(default_factory=list)  # local folders the user picked, newest first
     last_open_folder: str = ""
     last_export_folder: str = ""
@@ -109,6 +111,8 @@ def settings_from_json(data: dict) -> tuple[AppSettings, list[str]]:
             valid = valid and all(isinstance(item, str) for item in value)
         if name in USER_LIMITS:
             valid = valid and value > 0 and value == value  # NaN is not equal to itself
+        if name == "precision":
+            valid = valid and value in PRECISIONS
         if valid:
             values[name] = value
         else:

@@ -245,6 +245,7 @@ def command_summarize(args: argparse.Namespace) -> int:
     for path in readable:
         try:
             document = load_document(path, password=args.password, limits=_limits(args), progress=bars)
+            _print_reading_warnings(path, document.warnings, bars)
             windows = document_windows(document, loaded, settings.window_tokens)
             check_input_tokens(path, windows.total_tokens, _limits(args))
             summary = summarize_document(document, loaded, settings, progress=bars, windows=windows)
@@ -264,6 +265,15 @@ def command_summarize(args: argparse.Namespace) -> int:
             _print_error(path, OSError(f"the summary could not be written: {error}. Choose another --output."))
             first_failure = first_failure or EXIT_OUTPUT
     return first_failure
+
+
+def _print_reading_warnings(path: Path, warnings: list[str], bars: StageBars) -> None:
+    """Print what reading ``path`` skipped or could not read (slow or image-only pages, tracked changes)."""
+    if not warnings:
+        return
+    bars.close()
+    for warning in warnings:
+        print(f"synopsis: {path}: warning: {warning}", file=sys.stderr)
 
 
 def _unreadable_input(path: Path) -> DocumentError | None:

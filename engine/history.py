@@ -61,8 +61,16 @@ def file_sha256(path: str | Path, cancel: CancellationToken | None = None) -> st
     return digest.hexdigest()
 
 
+# Settings that change speed but never the summary, so history ignores them when matching.
+SPEED_ONLY_SETTINGS = ("threads",)
+
+
 def settings_to_json(settings: GenerationSettings) -> dict:
     return dataclasses.asdict(settings)
+
+
+def _output_settings(settings: dict) -> dict:
+    return {name: value for name, value in settings.items() if name not in SPEED_ONLY_SETTINGS}
 
 
 @dataclass
@@ -97,7 +105,7 @@ class HistoryEntry:
         return (
             self.content_hash == content_hash
             and self.model == model
-            and self.settings == settings_to_json(settings)
+            and _output_settings(self.settings) == _output_settings(settings_to_json(settings))
         )
 
     def to_summary(self) -> Summary:

@@ -109,6 +109,14 @@ def test_inspect_text_output(capsys, tiny_model_dir):
     assert "window    1" in out
 
 
+def test_summarize_prints_reading_warnings(capsys, tiny_model_dir):
+    document = _document("jgm_pandoc__track_changes_insertion.docx")
+    code, out, err = _run(capsys, "summarize", document, "--model", tiny_model_dir, "-q", "--max-tokens", "8")
+    assert code == 0, err
+    assert out
+    assert f"synopsis: {document}: warning: the document has tracked changes" in err
+
+
 def test_summarize_writes_output_file(capsys, tiny_model_dir, tmp_path):
     target = tmp_path / "out" / "summary.md"
     code, out, err = _run(

@@ -117,10 +117,14 @@ def test_preferences_dialog_edits_copy(qtbot):
     dialog.max_tokens.setValue(90)
     dialog.beams.setValue(2)
     dialog.model.setCurrentText("/models/tiny")
+    assert dialog.precision.currentData() == "auto"
+    dialog.precision.setCurrentIndex(dialog.precision.findData("int8"))
 
     edited = dialog.result_settings()
 
     assert (edited.length, edited.min_tokens, edited.max_tokens, edited.beams) == ("exact", 20, 90, 2)
+    assert edited.precision == "int8"
+    assert generation_settings(edited).precision == "int8"
     assert edited.model == "/models/tiny"
     assert original.model != "/models/tiny"
     assert dialog.min_tokens.isEnabled()
@@ -257,3 +261,14 @@ def test_hand_edited_limit_values(tmp_path, stored, expected, reset):
     assert loaded.settings.max_read_seconds == expected
     assert (loaded.problem is not None) == reset
     assert document_limits(loaded.settings).max_read_seconds == expected
+
+
+def test_unknown_precision_reset_to_default(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"version": 1, "precision": "fp64", "beams": 2}), encoding="utf-8")
+
+    loaded = load_settings(path)
+
+    assert loaded.settings.precision == "auto"
+    assert loaded.settings.beams == 2
+    assert "precision" in loaded.problem

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 
@@ -83,6 +85,9 @@ def test_find_matches_hash_model_and_settings(tmp_path):
     assert store.find("22" * 32, "some/model", SETTINGS) is None
     assert store.find("11" * 32, "other/model", SETTINGS) is None
     assert store.find("11" * 32, "some/model", GenerationSettings(max_tokens=61, min_tokens=20, beams=2)) is None
+    # Threads change speed only, so they do not stop a match; precision changes the output, so it does.
+    assert store.find("11" * 32, "some/model", dataclasses.replace(SETTINGS, threads=3)).id == entry.id
+    assert store.find("11" * 32, "some/model", dataclasses.replace(SETTINGS, precision="int8")) is None
 
 
 def test_entries_newest_first_and_skip_corrupt(tmp_path, caplog):
