@@ -19,6 +19,11 @@ and to see whether a bf16 decoder pays.
 
     python bench/generate.py            # 16K and 64K memories, beams 1 and 4, thread sweep; writes docs/
     python bench/generate.py --quick    # 16K memory, beam 1 only; prints the table
+    python bench/generate.py --device cuda --dtype bfloat16 --models large --no-sweep --output gen.json
+
+On CUDA the model and the memory are cast to ``--dtype``, time is measured
+after ``torch.cuda.synchronize()``, and peak memory is
+``torch.cuda.max_memory_allocated`` (tensors only, not the CUDA context).
 """
 
 from __future__ import annotations
@@ -96,12 +101,15 @@ def build_model(size: str):
     return BartForConditionalGeneration(config).eval()
 
 
-def run_case(size: str, method: str, positions: int, beams: int, tokens: int, threads: int) -> dict:
+def run_case(
+    size: str, method: str, positions: int, beams: int, tokens: int, threads: int, device: str = "cpu", dtype: str = "float32"
+) -> dict:
     """Generate ``tokens`` tokens from a random memory of ``positions`` states; return time, memory and ids.
 
     ``method`` is "generate", "shared" or "shared-bf16" (shared under bf16
     autocast). ``threads`` above 0 sets the engine's thread count, and 0 keeps the
-    engine's default, ``speed.decoding_threads()``.
+    engine's default, ``speed.decoding_threads()``. On ``device`` "cuda" the
+    model and memory are cast to ``dtype`` and peak memory is the allocator's.
     """
     import contextlib
 
@@ -111,10 +119,11 @@ def run_case(size: str, method: str, positions: int, beams: int, tokens: int, th
     from synopsis.engine.generation import GenerationSettings, generate_from_memory
     from synopsis.engine.speed import decoding_threads
 
-    model = build_model(size)
+    cuda = device == "cuda"
+    model = build_model(size).to(device=device, dtype=getattr(torch, dtype))
     generator = torch.Generator().manual_seed(1)
-    hidden = torch.randn(1, positions, model.config.d_model, generator=generator)
-    memory = FusedMemory(hidden, torch.ones(1, positions, dtype=torch.long), [positions])
+    hidden = torch.randn(1, positions, model.config.d_model, generator=generator).to(device=device, dtype=model.dtype)
+    memory = FusedMemory(hidden, torch.ones(1, positions, dtype=torch.long, device=device), [positions])
     settings = GenerationSettings(
         beams=beams,
         max_tokens=tokens,
@@ -132,10 +141,15 @@ def run_case(size: str, method: str, positions: int, beams: int, tokens: int, th
         if 0 < done and len(step_times) < done:
             step_times.append(time.perf_counter())
 
-    baseline = peak_rss_bytes()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    baseline = torch.cuda.memory_allocated() if cuda else peak_rss_bytes()
     started = time.perf_counter()
     with autocast:
         ids = generate_from_memory(model, memory, settings, progress=record_step)
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - started
     first = step_times[0] - started if step_times else seconds
     steady = (step_times[-1] - step_times[0]) / (len(step_times) - 1) if len(step_times) > 1 else seconds
@@ -149,10 +163,12 @@ def run_case(size: str, method: str, positions: int, beams: int, tokens: int, th
         "seconds_per_token": seconds / tokens,
         "first_token_seconds": first,
         "steady_seconds_per_token": steady,
-        "peak_bytes": peak_rss_bytes(),
+        "peak_bytes": torch.cuda.max_memory_allocated() if cuda else peak_rss_bytes(),
         "baseline_bytes": baseline,
         "ids": ids,
         "threads": threads or decoding_threads(),
+        "device": device,
+        "dtype": dtype,
     }
 
 
@@ -386,7 +402,12 @@ def main() -> int:
     parser.add_argument(
         "--rewrite-docs", action="store_true", help="render docs/ again from the saved results, running nothing"
     )
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to generate (default: cpu)")
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32", help="weights and memory dtype (default: float32)"
+    )
+    parser.add_argument("--output", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--child", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.rewrite_docs:
@@ -399,8 +420,9 @@ def main() -> int:
     if args.child:
         import json
 
-        size, method, positions, beams, tokens, threads = args.child
-        print(json.dumps(run_case(size, method, int(positions), int(beams), int(tokens), int(threads))))
+        size, method, positions, beams, tokens, threads, device, dtype = args.child
+        row = run_case(size, method, int(positions), int(beams), int(tokens), int(threads), device, dtype)
+        print(json.dumps(row))
         return 0
 
     models, sizes, beams = args.models, args.sizes, args.beams
@@ -413,18 +435,20 @@ def main() -> int:
                 for method in METHODS:
                     print(f"{size}: {method} at {positions:,} tokens, beam {beam_count}", file=sys.stderr, flush=True)
                     case = [size, method, str(positions), str(beam_count), str(args.tokens), str(args.threads)]
+                    case += [args.device, args.dtype]
                     row = run_child(__file__, case, args.timeout)
                     if "error" in row:
                         row = {"model": size, "method": method, "positions": positions, "beams": beam_count, **row}
                     results.append(row)
 
-    if not args.quick and not args.no_sweep:
+    if not args.quick and not args.no_sweep and args.device == "cpu":
         from synopsis.engine.speed import decoding_threads, physical_cores
 
         sweep = [("shared", count) for count in range(1, physical_cores() + 1)] + [("shared-bf16", 0)]
         for method, count in sweep:
             print(f"sweep: {method}, {count or 'default'} threads", file=sys.stderr, flush=True)
-            row = run_child(__file__, ["base", method, "16384", "4", str(args.tokens), str(count)], args.timeout)
+            case = ["base", method, "16384", "4", str(args.tokens), str(count), "cpu", "float32"]
+            row = run_child(__file__, case, args.timeout)
             if "error" in row:
                 row = {"model": "base", "method": method, "positions": 16384, "beams": 4, "threads": count, **row}
             results.append({**row, "sweep": True})
@@ -439,6 +463,10 @@ def main() -> int:
     }
     if args.threads:
         info["torch_threads"] = args.threads
+    if args.device == "cuda":
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name()
     print(format_table(results))
     print(format_sweep(results))
     print("\n".join(goal_lines(results)))
@@ -446,7 +474,13 @@ def main() -> int:
         if "error" not in plain and "error" not in shared:
             same = "identical" if plain["ids"] == shared["ids"] else "DIFFERENT"
             print(f"{plain['model']} {plain['positions']:,} tokens beam {plain['beams']}: tokens {same}")
-    if not args.quick and not args.no_write:
+    if args.output is not None:
+        import json
+
+        args.output.write_text(json.dumps({"machine": info, "results": results}, indent=1), encoding="utf-8")
+    if args.device != "cpu" and not args.no_write:
+        print("the CPU section of docs/ is left alone for a GPU run: record its table by hand", file=sys.stderr)
+    elif not args.quick and not args.no_write:
         write_docs(results, info)
         print(f"wrote {DOCS / 'benchmarks.md'} and {FIGURES}/{section_name(args.threads)}.*", file=sys.stderr)
     return 0
