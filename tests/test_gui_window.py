@@ -43,8 +43,15 @@ def drop_files(target, paths: list[Path]) -> bool:
     center = QPoint(target.width() // 2, target.height() // 2)
     buttons, modifiers = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
     actions_allowed = Qt.DropAction.CopyAction
-    QApplication.sendEvent(target, QDragEnterEvent(QPointF(center), actions_allowed, mime, buttons, modifiers))
-    QApplication.sendEvent(target, QDragMoveEvent(QPointF(center), actions_allowed, mime, buttons, modifiers))
+    # PySide6 6.12 takes a QPointF for drag events, and earlier versions a QPoint.
+    try:
+        enter = QDragEnterEvent(QPointF(center), actions_allowed, mime, buttons, modifiers)
+        move = QDragMoveEvent(QPointF(center), actions_allowed, mime, buttons, modifiers)
+    except TypeError:
+        enter = QDragEnterEvent(center, actions_allowed, mime, buttons, modifiers)
+        move = QDragMoveEvent(center, actions_allowed, mime, buttons, modifiers)
+    QApplication.sendEvent(target, enter)
+    QApplication.sendEvent(target, move)
     drop = QDropEvent(QPointF(center), actions_allowed, mime, buttons, modifiers)
     QApplication.sendEvent(target, drop)
     return drop.isAccepted()
