@@ -197,6 +197,14 @@ def test_irs_manual_headers_removed() -> None:
     assert document.text.count("Cat. No. 28171E") < 20
 
 
+def test_irs_manual_keeps_repeated_table_rows() -> None:
+    # These rows open the table of many exhibit pages, near the top but not at
+    # a fixed height, so they are body text: pdftotext finds 81 and 78.
+    document = load("Unstructured-IO_unstructured__pdf2image-memory-error-test-400p.pdf")
+    assert document.text.count("Command Code: BMFOL or BMFOR") >= 78
+    assert document.text.count("First Name Line") >= 75
+
+
 def test_irs_manual_pages_cover_text() -> None:
     document = load("Unstructured-IO_unstructured__pdf2image-memory-error-test-400p.pdf")
     assert len(document.pages) == 400

@@ -277,7 +277,7 @@ def _drop_running_lines(pages: list[list[Segment]]) -> tuple[list[list[Segment]]
         # its replacements spans a line break.
         texts = normalize_characters("\n".join(line_text(line) for line in edge_lines)).split("\n")
         edges.append([(line_key(text), line) for text, line in zip(texts, edge_lines)])
-    running = find_running_keys([{key for key, _ in keyed} for keyed in edges if keyed])
+    running = _same_place_keys(find_running_keys([{key for key, _ in keyed} for keyed in edges if keyed]), edges)
     if not running:
         return pages, 0
     kept_pages: list[list[Segment]] = []
@@ -287,6 +287,40 @@ def _drop_running_lines(pages: list[list[Segment]]) -> tuple[list[list[Segment]]
         removed += sum(1 for key, _ in keyed if key in running)
         kept_pages.append([segment for segment in segments if id(segment) not in dropped])
     return kept_pages, removed
+
+
+RUNNING_POSITION_SHARE = 0.8
+"""Share of a running line's pages on which it must sit at one height (within RUNNING_POSITION_POINTS)."""
+RUNNING_POSITION_POINTS = 3.0
+
+
+def _same_place_keys(keys: set[str], edges: list[list[tuple[str, list[Segment]]]]) -> set[str]:
+    """Keep the keys whose lines sit at one height on most of their pages.
+
+    A header or footer is printed at the same place on every page. A table row
+    that repeats near the top of many pages (the first rows of a long form's
+    exhibits) moves with the content above it, so it is body text and stays.
+    """
+    heights: dict[str, list[float]] = {key: [] for key in keys}
+    for keyed in edges:
+        for key, line in keyed:
+            if key in heights:
+                heights[key].append(max(segment.y1 for segment in line))
+    kept = set()
+    for key, tops in heights.items():
+        if _most_within(sorted(tops), 2 * RUNNING_POSITION_POINTS) >= RUNNING_POSITION_SHARE * len(tops):
+            kept.add(key)
+    return kept
+
+
+def _most_within(values: list[float], width: float) -> int:
+    """Return the largest number of the sorted ``values`` that fit in one interval ``width`` wide."""
+    best = start = 0
+    for stop, value in enumerate(values):
+        while value - values[start] > width:
+            start += 1
+        best = max(best, stop - start + 1)
+    return best
 
 
 def _outline_headings(document: pdfium.PdfDocument, text: str, spans: list[PageSpan]) -> list[Heading]:
