@@ -16,7 +16,23 @@ DOCS = ROOT / "docs"
 FIGURES = DOCS / "benchmarks"
 BENCHMARKS_PAGE = DOCS / "benchmarks.md"
 GIB = 1024**3
+CORPUS_VARIABLE = "SYNOPSIS_CORPUS"
 MIB = 1024**2
+
+
+def corpus_dir() -> Path:
+    """Return the corpus folder (with documents/ and pairs/): $SYNOPSIS_CORPUS, else ../shared/corpus beside the checkout.
+
+    Exits with a message naming both places when the folder is missing, so a
+    benchmark never prints a table of failures for a corpus it could not find.
+    """
+    folder = Path(os.environ.get(CORPUS_VARIABLE) or ROOT.parent / "shared" / "corpus")
+    if not (folder / "documents").is_dir():
+        raise SystemExit(
+            f"corpus not found at {folder}: set {CORPUS_VARIABLE} to a folder that has documents/ and pairs/, "
+            "or place the checkout next to shared/corpus."
+        )
+    return folder
 
 
 def peak_rss_bytes() -> int:

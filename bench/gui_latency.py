@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402
+    corpus_dir,
     DOCS,
     FIGURES,
     describe_machine,
@@ -51,7 +52,6 @@ GOAL_MS = 100.0
 BIN_S = 0.25  # the plot and the saved results keep the maximum gap per bin of this many seconds
 SUMMARY_TOKENS = 32
 BEAMS = 4
-CORPUS_PAIRS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "pairs" / "qmsum_meetings.jsonl"
 
 SHAPES = {
     "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
@@ -72,9 +72,10 @@ def write_document(folder: Path, model: Path, tokens: int) -> Path:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model)
+    pairs = corpus_dir() / "pairs" / "qmsum_meetings.jsonl"
     texts = []
     count = 0
-    with CORPUS_PAIRS.open(encoding="utf-8") as lines:
+    with pairs.open(encoding="utf-8") as lines:
         for line in lines:
             texts.append(json.loads(line)["document"])
             count += len(tokenizer(texts[-1], add_special_tokens=False, verbose=False)["input_ids"])
@@ -83,7 +84,7 @@ def write_document(folder: Path, model: Path, tokens: int) -> Path:
     text = "\n\n".join(texts)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     if len(encoding["input_ids"]) < tokens:
-        raise SystemExit(f"{CORPUS_PAIRS} has only {len(encoding['input_ids'])} tokens, so request fewer")
+        raise SystemExit(f"{pairs} has only {len(encoding['input_ids'])} tokens, so request fewer")
     text = text[: encoding["offset_mapping"][tokens - 1][1]]
     path = folder / f"meetings-{tokens // 1024}k.txt"
     path.write_text(text, encoding="utf-8")
