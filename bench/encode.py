@@ -263,11 +263,14 @@ def summary_lines(run_result: dict) -> list[str]:
         if row is None:
             continue
         share = share_of_mm_rate(run_result, row)
-        verdict = (
-            "met"
-            if share >= GOAL_SHARE_OF_MM_RATE
-            else f"missed by {(GOAL_SHARE_OF_MM_RATE - share) * 100:.0f} percentage points"
-        )
+        if share > 1:
+            # The encoder cannot beat the plain matmul it is made of: the
+            # reference burst was slowed by other jobs, so no verdict holds.
+            verdict = "no verdict: above 100% means the mm reference was measured while the cores were busy"
+        elif share >= GOAL_SHARE_OF_MM_RATE:
+            verdict = "met"
+        else:
+            verdict = f"missed by {(GOAL_SHARE_OF_MM_RATE - share) * 100:.0f} percentage points"
         lines.append(
             f"- Goal, at least {GOAL_SHARE_OF_MM_RATE:.0%} of the mm rate: {precision} at best {share:.0%} "
             f"(batch {row['batch']}, {row['threads']} thread{'s' if row['threads'] != 1 else ''}), {verdict}."
