@@ -56,7 +56,7 @@ def encode_windows(
     """
     device = model.device
     batch_windows = batch_windows or default_batch_windows(device)
-    precision = resolve_precision(precision, device)
+    requested, precision = precision, resolve_precision(precision, device)
     total = len(windows)
     pieces: list[torch.Tensor] = []
     lengths = windows.attention_mask.sum(dim=1).tolist()
@@ -80,5 +80,8 @@ def encode_windows(
 
     hidden = torch.cat(pieces, dim=0).unsqueeze(0)
     mask = torch.ones(hidden.shape[:2], dtype=torch.long, device=device)
-    log.debug("fused memory: %d windows, %d positions, encoded in %s", total, hidden.shape[1], precision)
+    log.info(
+        "encoded %d windows (%d positions) in %s (requested %s), %d per batch",
+        total, hidden.shape[1], precision, requested, batch_windows,
+    )
     return FusedMemory(hidden, mask, [int(n) for n in lengths])

@@ -77,9 +77,15 @@ def resolve_precision(requested: str, device: torch.device) -> str:
             return "bf16"
         return "fp32"
     if requested == "int8" and device.type != "cpu":
-        raise SettingsError(f"int8 runs on the CPU only, not on {device}: use --precision auto or bf16.")
+        raise SettingsError(
+            f"int8 runs on the CPU only, not on {device}: choose auto or bf16 "
+            "(--precision on the command line, Encoder precision in Preferences)."
+        )
     if requested == "fp16" and device.type == "cpu":
-        raise SettingsError("fp16 runs on GPUs only: on the CPU use --precision bf16 or int8.")
+        raise SettingsError(
+            "fp16 runs on GPUs only: on the CPU choose auto, bf16 or int8 "
+            "(--precision on the command line, Encoder precision in Preferences)."
+        )
     if requested == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
         log.warning("this CPU has no bf16 instructions: bf16 is emulated and may be slower than fp32")
     return requested
