@@ -28,6 +28,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
+from .memory_attention import MemoryAttentionSettings, blockwise_cross_attention
+
 SyncContext = Callable[[], ContextManager]
 
 
@@ -102,6 +104,7 @@ def cached_backward(
     grad_scaler: torch.amp.GradScaler | None = None,
     autocast_dtype: torch.dtype | None = None,
     sync_context: SyncContext | None = None,
+    memory_attention: MemoryAttentionSettings | None = None,
 ) -> torch.Tensor:
     """Accumulate the gradient of one document's summary loss into every parameter's ``.grad``.
 
@@ -112,7 +115,9 @@ def cached_backward(
     when accumulating) and then by ``grad_scaler`` if given, before any
     backward. Every forward runs under autocast to ``autocast_dtype`` (None:
     no autocast). Every backward but the last runs inside ``sync_context()``,
-    so DistributedDataParallel can pass its ``no_sync``.
+    so DistributedDataParallel can pass its ``no_sync``. ``memory_attention``
+    decides when the decoder attends to the memory block by block (None: the
+    defaults of ``MemoryAttentionSettings``).
 
     The torch RNG advances exactly as in a plain forward over the same chunks,
     in order, followed by the decoder. Returns the unscaled loss, detached.
@@ -145,9 +150,11 @@ def cached_backward(
             pieces.append(encode_chunk(encoder, input_ids[start:stop], attention_mask[start:stop]))
     chunk_positions = [piece.shape[0] for piece in pieces]
     memory = torch.cat(pieces, dim=0).unsqueeze(0).requires_grad_(True)  # (1, positions, d_model), a leaf
+    del pieces  # a second copy of the memory otherwise
 
-    # Stage 2: decoder with teacher forcing on the fused memory.
-    with autocast_context(device, autocast_dtype):
+    # Stage 2: decoder with teacher forcing on the fused memory; a long memory
+    # is attended to block by block, so no layer keeps its keys and values.
+    with autocast_context(device, autocast_dtype), blockwise_cross_attention(model, memory.shape[1], memory_attention):
         loss = decoder_loss(model, memory, labels)
     after_decoder = RngState.capture(device)
     if not torch.isfinite(loss).item():
