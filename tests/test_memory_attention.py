@@ -17,11 +17,12 @@ from synopsis.engine.training.memory_attention import (
     dropout_keep_mask,
 )
 
-from .test_cached_backward import (
+from .test_cached_backward import (  # noqa: F401 - one_thread is an autouse fixture
     SEED,
     assert_gradients_match,
     document_tensors,
     gradients,
+    one_thread,
     plain_backward,
     relative_error,
     summary_labels,
@@ -30,14 +31,6 @@ from .test_cached_backward import (
 POSITIONS = 37  # memory length; a prime, so most block sizes leave a short last block
 TARGETS = 5
 BLOCKWISE = MemoryAttentionSettings(mode="blockwise", block_positions=5)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def attention_module(dtype: torch.dtype, dropout: float = 0.0) -> BartAttention:
@@ -254,3 +247,29 @@ def test_other_families_keep_their_attention():
 def test_invalid_settings_rejected(field, value):
     with pytest.raises(ValueError, match=field.replace("_", " ")):
         MemoryAttentionSettings(**{field: value}).validate()
+
+
+def test_cached_blockwise_dropout_repeats_with_seed(loaded, tiny_model_dir):
+    # With attention dropout the masks differ from the model's own, so the
+    # check is that one seed gives one result and that another seed changes
+    # it. Only cross-attention is in training mode, so its dropout is the
+    # only random draw.
+    model = AutoModelForSeq2SeqLM.from_pretrained(tiny_model_dir).eval()
+    for layer in model.model.decoder.layers:
+        assert layer.encoder_attn.dropout > 0
+        layer.encoder_attn.train()
+    input_ids, attention_mask = document_tensors(loaded, 3)
+    labels = summary_labels(loaded.tokenizer)
+    runs = []
+    for seed in (SEED, SEED, SEED + 1):
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(seed)
+        loss = cached_backward(model, input_ids, attention_mask, labels, 1, memory_attention=BLOCKWISE)
+        runs.append((loss, gradients(model)))
+
+    assert torch.isfinite(runs[0][0])
+    assert torch.equal(runs[0][0], runs[1][0])
+    for name, grad in runs[0][1].items():
+        assert torch.equal(grad, runs[1][1][name]), name
+    value_weight = "model.decoder.layers.0.encoder_attn.v_proj.weight"
+    assert relative_error(runs[2][1][value_weight], runs[0][1][value_weight]) > 1e-3

@@ -1,10 +1,10 @@
 """Blockwise cross-attention over a long fused memory, for the training decoder pass.
 
 In a plain decoder pass every layer's cross-attention projects the whole
-memory to keys and values and keeps both (and, with attention dropout on a
-CPU, the attention probabilities) for backward: 2 x d_model x layers values
-per memory position, which dominates a cached training step beyond about
-128K input tokens on BART-base.
+memory to keys and values and keeps both for backward, 2 x d_model x layers
+values per memory position. With attention dropout on a CPU it keeps the
+attention probabilities too. On BART-base these tensors dominate a cached
+training step beyond about 128K input tokens.
 
 ``BlockwiseCrossAttention`` computes the same attention over blocks of memory
 positions with an online softmax, as flash attention does. The forward keeps
@@ -17,6 +17,11 @@ seeded once per forward, so the backward sees the same masks.
 ``blockwise_cross_attention`` swaps BART-family decoders' cross-attention
 modules (the same family as ``shared_attention``) for the duration of a
 ``with`` block. Other models keep their own attention.
+
+NOTE: with attention dropout above 0 the blockwise path draws one seed from
+torch's global generator where the model's own attention draws full masks,
+so the masks, and the generator state after the decoder, differ from a plain
+forward's. Gradients equal plain backpropagation only without that dropout.
 """
 
 from __future__ import annotations
@@ -171,16 +176,16 @@ class BlockwiseCrossAttention(torch.autograd.Function):
                 values = _project(rows, value_w, value_bias, heads)
                 scores = torch.matmul(query, keys.transpose(-1, -2)).to(accumulate_dtype) * scaling
                 probabilities = torch.exp(scores - log_sum_exp.unsqueeze(-1))  # (batch, heads, targets, n)
-                kept = probabilities
+                dropped = probabilities
                 if dropout > 0:
                     keep = dropout_keep_mask(probabilities.shape, dropout, seed, block, probabilities.device)
-                    kept = probabilities * keep / (1 - dropout)
+                    dropped = probabilities * keep / (1 - dropout)
 
-                grad_values = torch.matmul(kept.to(compute_dtype).transpose(-1, -2), grad_out_c)  # (b, h, n, hd)
-                grad_kept = torch.matmul(grad_out_c, values.transpose(-1, -2)).to(accumulate_dtype)  # (b, h, t, n)
+                grad_values = torch.matmul(dropped.to(compute_dtype).transpose(-1, -2), grad_out_c)  # (b, h, n, hd)
+                grad_dropped = torch.matmul(grad_out_c, values.transpose(-1, -2)).to(accumulate_dtype)  # (b, h, t, n)
                 if dropout > 0:
-                    grad_kept = grad_kept * keep / (1 - dropout)
-                grad_scores = (probabilities * (grad_kept - delta) * scaling).to(compute_dtype)
+                    grad_dropped = grad_dropped * keep / (1 - dropout)
+                grad_scores = (probabilities * (grad_dropped - delta) * scaling).to(compute_dtype)
                 grad_query += torch.matmul(grad_scores, keys).to(accumulate_dtype)
                 grad_keys = torch.matmul(grad_scores.transpose(-1, -2), query)  # (batch, heads, n, head_dim)
 
@@ -298,8 +303,8 @@ def blockwise_cross_attention(
     """Swap in blockwise cross-attention while the ``with`` block runs, if ``settings`` call for it.
 
     ``positions`` is the fused memory's length. Yields whether the modules
-    were swapped: not when the settings keep the standard path at this
-    length, nor for a model without BART-style cross-attention.
+    were swapped. They are not when the settings keep the standard path at
+    this length, nor for a model without BART-style cross-attention.
     """
     settings = settings or MemoryAttentionSettings()
     settings.validate()
