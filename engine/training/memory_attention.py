@@ -113,7 +113,7 @@ class BlockwiseCrossAttention(torch.autograd.Function):
     ) -> torch.Tensor:
         heads = queries.shape[1]
         accumulate_dtype = torch.promote_types(compute_dtype, torch.float32)
-        query = queries.to(compute_dtype)
+        query = queries.to(compute_dtype) * scaling  # scaling the queries costs less than scaling every score
         key_w = key_weight.to(compute_dtype)
         value_w = value_weight.to(compute_dtype)
         stats_shape = query.shape[:-1]  # (batch, heads, targets)
@@ -126,18 +126,19 @@ class BlockwiseCrossAttention(torch.autograd.Function):
                 rows = memory[:, start : start + block_positions].to(compute_dtype)
                 keys = _project(rows, key_w, key_bias, heads)  # (batch, heads, n, head_dim)
                 values = _project(rows, value_w, value_bias, heads)
-                scores = torch.matmul(query, keys.transpose(-1, -2)).to(accumulate_dtype) * scaling  # (b, h, t, n)
+                scores = torch.matmul(query, keys.transpose(-1, -2)).to(accumulate_dtype)  # (b, h, t, n)
 
                 # Online softmax: rescale what was summed so far to the new running maximum.
+                # The (b, h, t, n) tensors are the largest here, so they are updated in place.
                 new_max = torch.maximum(running_max, scores.amax(dim=-1))
                 correction = torch.exp(running_max - new_max)
-                weights = torch.exp(scores - new_max.unsqueeze(-1))
+                weights = scores.sub_(new_max.unsqueeze(-1)).exp_()
                 running_sum = running_sum * correction + weights.sum(dim=-1)
                 if dropout > 0:
                     keep = dropout_keep_mask(weights.shape, dropout, seed, block, weights.device)
-                    weights = weights * keep / (1 - dropout)
+                    weights.masked_fill_(~keep, 0).mul_(1 / (1 - dropout))
                 block_output = torch.matmul(weights.to(compute_dtype), values).to(accumulate_dtype)
-                output = output * correction.unsqueeze(-1) + block_output
+                output.mul_(correction.unsqueeze(-1)).add_(block_output)
                 running_max = new_max
 
         output = output / running_sum.unsqueeze(-1)
@@ -153,7 +154,7 @@ class BlockwiseCrossAttention(torch.autograd.Function):
         batch, heads, _, head_dim = queries.shape
         d_model = heads * head_dim
         accumulate_dtype = output.dtype
-        query = queries.to(compute_dtype)
+        query = queries.to(compute_dtype) * scaling
         key_w = key_weight.to(compute_dtype)
         value_w = value_weight.to(compute_dtype)
         grad_out = grad_output.to(accumulate_dtype)
@@ -174,18 +175,19 @@ class BlockwiseCrossAttention(torch.autograd.Function):
                 positions = rows.shape[1]
                 keys = _project(rows, key_w, key_bias, heads)  # (memory batch, heads, n, head_dim)
                 values = _project(rows, value_w, value_bias, heads)
-                scores = torch.matmul(query, keys.transpose(-1, -2)).to(accumulate_dtype) * scaling
-                probabilities = torch.exp(scores - log_sum_exp.unsqueeze(-1))  # (batch, heads, targets, n)
+                scores = torch.matmul(query, keys.transpose(-1, -2)).to(accumulate_dtype)
+                probabilities = scores.sub_(log_sum_exp.unsqueeze(-1)).exp_()  # (batch, heads, targets, n)
                 dropped = probabilities
                 if dropout > 0:
                     keep = dropout_keep_mask(probabilities.shape, dropout, seed, block, probabilities.device)
-                    dropped = probabilities * keep / (1 - dropout)
+                    dropped = probabilities.masked_fill(~keep, 0).mul_(1 / (1 - dropout))
 
                 grad_values = torch.matmul(dropped.to(compute_dtype).transpose(-1, -2), grad_out_c)  # (b, h, n, hd)
                 grad_dropped = torch.matmul(grad_out_c, values.transpose(-1, -2)).to(accumulate_dtype)  # (b, h, t, n)
                 if dropout > 0:
-                    grad_dropped = grad_dropped * keep / (1 - dropout)
-                grad_scores = (probabilities * (grad_dropped - delta) * scaling).to(compute_dtype)
+                    grad_dropped.masked_fill_(~keep, 0).mul_(1 / (1 - dropout))
+                # Gradient of the scores, before the scaling that the queries carry.
+                grad_scores = grad_dropped.sub_(delta).mul_(probabilities).to(compute_dtype)
                 grad_query += torch.matmul(grad_scores, keys).to(accumulate_dtype)
                 grad_keys = torch.matmul(grad_scores.transpose(-1, -2), query)  # (batch, heads, n, head_dim)
 
@@ -205,7 +207,7 @@ class BlockwiseCrossAttention(torch.autograd.Function):
                 grad_value_b += grad_values.sum(dim=(0, 1)).to(accumulate_dtype)
 
         return (
-            grad_query.to(queries.dtype),
+            (grad_query * scaling).to(queries.dtype),
             grad_memory,
             grad_key_w.to(key_weight.dtype),
             None if key_bias is None else grad_key_b.to(key_bias.dtype),
