@@ -25,8 +25,8 @@ on the CPU through an RLIMIT_DATA limit, on CUDA through
 the cached step until a case fails, passes the cap or would not finish within
 ``--time-limit``.
 
-    python bench/train_memory.py --quick      # plain, cached and LED at 1K tokens; prints the table
-    python bench/train_memory.py --longest    # 4K and 16K comparison, then the search; writes docs/
+    python bench/train_memory.py --quick      # 1K tokens only, prints the table
+    python bench/train_memory.py --longest    # 4K and 16K comparison, then the search, writes docs/
     python bench/train_memory.py --device cuda --dtype bfloat16 --config large --longest --time-limit 300
 
 Results go to docs/benchmarks.md, one section per device, dtype and config,
@@ -66,12 +66,12 @@ from common import (  # noqa: E402
 WINDOW_TOKENS = 1024  # BART's encoder positions, special tokens included
 SUMMARY_TOKENS = 256
 COMPARISON_SIZES = (4096, 16384)
-QUICK_TOKENS = 1024  # --quick: two windows, well under a minute per method on 2 cores
+QUICK_TOKENS = 1024  # --quick: two windows; about 30 s for plain or cached, 75 s for LED on a loaded 2-core CPU
 METHODS = ("plain", "cached", "led")
 LED_POSITIONS = 16384
 LED_ATTENTION_WINDOW = 1024  # as allenai/led-base-16384
 AVAILABLE_SHARE = 0.8  # on the CPU, cap a case at this share of the memory available when it starts
-SEARCH_GROWTH = 2.2  # a doubled input is assumed to take at most this many times as long
+SEARCH_GROWTH = 2.2  # an estimate: a doubled input takes at most this many times as long
 
 # facebook/bart-base and facebook/bart-large sizes.
 CONFIGS = {
@@ -192,7 +192,7 @@ def window_tensors(tokenizer, document_ids: list[int]):
 
 
 def step_function(method: str, model, tokenizer, document_ids: list[int], labels, dtype):
-    """Return (a function running one training step of ``method`` and returning its loss, windows used)."""
+    """Build one training step of ``method``; return a function that runs it and returns the loss, and the windows."""
     import torch
 
     from synopsis.engine.training.step import autocast_context, cached_backward, decoder_loss, encode_chunk
@@ -490,7 +490,7 @@ def parse_arguments() -> argparse.Namespace:
         "--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast over float32 weights"
     )
     parser.add_argument("--config", choices=tuple(CONFIGS), default="base", help="BART-base or BART-large sizes")
-    parser.add_argument("--quick", action="store_true", help="run plain, cached and LED at 1,024 tokens only and print the table")
+    parser.add_argument("--quick", action="store_true", help="run the methods at 1,024 tokens only and print the table")
     parser.add_argument("--longest", action="store_true", help="after the comparison, search the longest cached input")
     parser.add_argument(
         "--longest-from", type=int, default=32768, help="first input size (tokens) the search tries (default: 32768)"
@@ -499,7 +499,11 @@ def parse_arguments() -> argparse.Namespace:
         "--longest-to", type=int, default=4 * 2**20, help="largest input size (tokens) the search tries"
     )
     parser.add_argument(
-        "--time-limit", type=float, default=None, help="seconds for the whole run; cases that would pass it are not started"
+        "--time-limit",
+        type=float,
+        default=None,
+        help="seconds for the whole run: a case running at the limit is stopped, and the search starts "
+        "no size expected to pass it",
     )
     parser.add_argument("--case-timeout", type=float, default=3600, help="seconds allowed per case (default: 3600)")
     parser.add_argument(

@@ -8,8 +8,8 @@ training step beyond about 128K input tokens.
 
 ``BlockwiseCrossAttention`` computes the same attention over blocks of memory
 positions with an online softmax, as flash attention does. The forward keeps
-only the queries, the output and the log-sum-exp of every query's scores;
-the backward projects each block's keys and values again and returns exact
+only the queries, the output and the log-sum-exp of every query's scores.
+The backward projects each block's keys and values again and returns exact
 gradients for the queries, the memory and the key/value projection weights
 and biases. Attention dropout draws its mask per block from a generator
 seeded once per forward, so the backward sees the same masks.
@@ -86,14 +86,14 @@ def _project(memory: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 class BlockwiseCrossAttention(torch.autograd.Function):
-    """softmax(scaling * Q K^T) V with K and V projected from the memory block by block.
+    """softmax(scaling * Q K^T) V, with K and V projected from the memory block by block.
 
-    Inputs: ``queries`` (batch, heads, targets, head_dim), already projected;
-    ``memory`` (batch or 1, positions, d_model); the key and value projection
-    weights (d_model, d_model) and biases (d_model,) or None. Matrix products
-    run in ``compute_dtype``; the softmax statistics and the output are
-    accumulated in float32 or wider. Returns (batch, heads, targets, head_dim)
-    in ``compute_dtype``.
+    ``queries`` is (batch, heads, targets, head_dim), already projected, and
+    ``memory`` (batch or 1, positions, d_model). The key and value projections
+    have (d_model, d_model) weights and (d_model,) biases, or None for no bias.
+    Matrix products run in ``compute_dtype``, while the softmax statistics and
+    the output accumulate in float32 or wider. Returns (batch, heads, targets,
+    head_dim) in ``compute_dtype``.
     """
 
     @staticmethod
