@@ -472,10 +472,20 @@ def write_docs(results: list[dict], info: dict) -> None:
 
 
 def merged_results(name: str, results: list[dict]) -> list[dict]:
-    """Return the saved results of section ``name`` with ``results`` added, ordered by method and size."""
+    """Return the saved results of section ``name`` with ``results`` added, ordered by method and size.
+
+    A new row replaces the saved row of the same case, unless the new one is
+    an error and the saved one a measurement: on a shared machine a rerun can
+    fail for lack of free memory that an earlier run had.
+    """
     path = FIGURES / f"{name}.json"
     saved = json.loads(path.read_text(encoding="utf-8"))["results"] if path.is_file() else []
-    rows = {(row["method"], row["tokens"]): row for row in saved + results}
+    rows: dict[tuple[str, int], dict] = {}
+    for row in saved + results:
+        key = (row["method"], row["tokens"])
+        if "error" in row and key in rows and "error" not in rows[key]:
+            continue
+        rows[key] = row
     return sorted(rows.values(), key=lambda row: (row["tokens"] > COMPARISON_SIZES[-1], row["tokens"], METHODS.index(row["method"])))
 
 
