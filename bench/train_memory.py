@@ -25,6 +25,10 @@ on the CPU through an RLIMIT_DATA limit, on CUDA through
 the cached step until a case fails, passes the cap or would not finish within
 ``--time-limit``.
 
+NOTE: on the CPU the cap does not cover memory that other processes take
+after a case starts, so the kernel's out-of-memory killer can still stop a
+case (it stopped LED at 16K tokens when two runs overlapped).
+
     python bench/train_memory.py --quick      # 1K tokens only, prints the table
     python bench/train_memory.py --longest    # 4K and 16K comparison, then the search, writes docs/
     python bench/train_memory.py --device cuda --dtype bfloat16 --config large --longest --time-limit 300
