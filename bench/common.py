@@ -44,6 +44,25 @@ def peak_rss_bytes() -> int:
     raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
+def _proc_bytes(path: str, field: str) -> int:
+    """Return ``field`` of a /proc file such as /proc/meminfo, given there in kB, as bytes (Linux only)."""
+    with open(path, encoding="ascii") as lines:
+        for line in lines:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not found in {path}")
+
+
+def current_rss_bytes() -> int:
+    """Return this process's resident memory now (VmRSS)."""
+    return _proc_bytes("/proc/self/status", "VmRSS")
+
+
+def available_bytes() -> int:
+    """Return the memory available to new work (MemAvailable)."""
+    return _proc_bytes("/proc/meminfo", "MemAvailable")
+
+
 def machine() -> dict:
     """Describe the CPU, cores, RAM, torch build and load average, for the record beside a result."""
     import torch

@@ -30,6 +30,8 @@ import torch
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
+from .memory_attention import MemoryAttentionSettings, blockwise_cross_attention
+
 SyncContext = Callable[[], ContextManager]
 
 
@@ -117,6 +119,7 @@ def cached_backward(
     forwards: StepForwards | None = None,
     synced: bool = True,
     agree_finite: Callable[[bool], bool] | None = None,
+    memory_attention: MemoryAttentionSettings | None = None,
 ) -> torch.Tensor:
     """Accumulate the gradient of one document's summary loss into every parameter's ``.grad``.
 
@@ -137,6 +140,9 @@ def cached_backward(
     for every document of an optimizer step but the last. ``agree_finite``
     receives whether this rank's loss is finite and returns whether every
     rank's is, so all ranks skip a document together.
+
+    ``memory_attention`` decides when the decoder attends to the memory
+    block by block (None: the defaults of ``MemoryAttentionSettings``).
 
     The torch RNG advances exactly as in a plain forward over the same chunks,
     in order, followed by the decoder. Returns the unscaled loss, detached.
@@ -170,11 +176,14 @@ def cached_backward(
             pieces.append(encode_chunk(encoder, input_ids[start:stop], attention_mask[start:stop]))
     chunk_positions = [piece.shape[0] for piece in pieces]
     memory = torch.cat(pieces, dim=0).unsqueeze(0).requires_grad_(True)  # (1, positions, d_model), a leaf
+    del pieces  # a second copy of the memory otherwise
 
     # Stage 2: decoder with teacher forcing on the fused memory. Under DDP the
     # forward must run inside no_sync too, or the reducer would expect this
-    # backward to be the synced one.
-    with no_sync(), autocast_context(device, autocast_dtype):
+    # backward to be the synced one. A long memory is attended to block by
+    # block, so no layer keeps its keys and values.
+    blockwise = blockwise_cross_attention(model, memory.shape[1], memory_attention)
+    with no_sync(), autocast_context(device, autocast_dtype), blockwise:
         loss = loss_with_graph(memory, labels)
     after_decoder = RngState.capture(device)
     finite = bool(torch.isfinite(loss).item())
