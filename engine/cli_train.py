@@ -13,7 +13,8 @@ group. A worker started by a user's own ``torchrun`` is recognized by its
 ``WORLD_SIZE`` and ``RANK`` variables and trains the same way.
 
 Exit codes are those of ``summarize``: 0 success, 2 usage error, 3 document
-or data error, 4 model error, 130 cancelled.
+or data error, 4 model error, 130 cancelled. ``train --nproc N`` adds 143
+(128 + SIGTERM) when the launcher is sent SIGTERM and stops its workers.
 
 This module imports ``cli`` inside functions only, because ``cli`` imports
 this module while it is itself loading.
@@ -35,6 +36,7 @@ from typing import TextIO
 
 from .documents import DocumentLimits
 from .documents.limits import check_input_tokens
+from .counts import count
 from .errors import DocumentError, SettingsError, SynopsisError
 from .evaluation import ROUGE_KEYS, EvaluationReport, evaluate_pairs
 from .generation import GenerationSettings
@@ -44,11 +46,13 @@ from .preflight import format_report, preflight, usable_pairs
 from .progress import CancellationToken, ProgressFn
 from .training import EvaluationEvent, StepEvent, Trainer, TrainingDivergedError, TrainingEvent, TrainingResult, checkpoint
 from .training import distributed
+from .training.plan import read_resume_point, resumed_total_steps, world_size_warning
 from .training.settings import PRECISIONS, ROUGE_METRICS, TrainingSettings
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED_REJECTIONS = 50  # rejected pairs printed one per line before the rest are counted
+EXIT_TERMINATED = 128 + signal.SIGTERM  # the launcher of train --nproc was sent SIGTERM
 
 
 class BadPairsError(DocumentError):
@@ -165,13 +169,14 @@ def _check_rejected(rejected: list[RejectedPair], skip: bool, origin: str) -> No
     """Stop with a data error listing ``rejected``, unless ``skip`` allows training without them."""
     if not rejected:
         return
+    pairs = count(len(rejected), "pair")
     if skip:
-        _print_rejected(rejected, f"skipping {len(rejected)} pairs that cannot be used")
+        _print_rejected(rejected, f"skipping {pairs} that cannot be used")
         return
-    _print_rejected(rejected, f"{len(rejected)} pairs cannot be used")
+    _print_rejected(rejected, f"{pairs} cannot be used")
     raise BadPairsError(
         origin,
-        f"{len(rejected)} pairs cannot be used (listed above): fix them, or pass --skip-bad-pairs to go on without them.",
+        f"{pairs} cannot be used (listed above): fix them, or pass --skip-bad-pairs to go on without them.",
     )
 
 
@@ -297,13 +302,19 @@ def _train(args: argparse.Namespace, settings: TrainingSettings, cli, group: dis
         raise SettingsError("--patience needs validation pairs: pass --validation or --val-fraction.")
 
     loaded = cli._load_model_for(args)
-    train, validation = _run_preflight(args, loaded, settings, train, validation, bars)
+    world_size = _world_size(args, group)
+    train, validation = _run_preflight(args, loaded, settings, train, validation, bars, world_size)
     if args.dry_run:
         return cli.EXIT_OK
     if group is not None and group.is_main:
         per_step = settings.accumulate * group.world_size
-        print(f"Processes:   {group.world_size}, {settings.accumulate} documents each, {per_step} per optimizer step")
-        sys.stdout.flush()
+        print(
+            f"Processes:   {group.world_size}, {count(settings.accumulate, 'document')} each, "
+            f"{per_step} per optimizer step"
+        )
+    if args.resume and (group is None or group.is_main):
+        _print_resume_point(args.output, settings, len(train), world_size)
+    sys.stdout.flush()
 
     token = CancellationToken()
     reporter = _TrainingReporter(bars)
@@ -330,6 +341,27 @@ def _train(args: argparse.Namespace, settings: TrainingSettings, cli, group: dis
     return _report_result(result, cli)
 
 
+def _world_size(args: argparse.Namespace, group: distributed.Distributed | None) -> int:
+    """Return the processes the run trains in: the group's, a launcher's ``WORLD_SIZE`` (dry run), else ``--nproc``."""
+    if group is not None:
+        return group.world_size
+    if distributed.launched_by_torchrun():
+        return int(os.environ["WORLD_SIZE"])
+    return args.nproc
+
+
+def _print_resume_point(output: Path, settings: TrainingSettings, train_pairs: int, world_size: int) -> None:
+    """Print the step a resume continues from, and warn on stderr when the world size differs from the saved run's."""
+    point = read_resume_point(output)
+    if point is None:
+        return
+    total = resumed_total_steps(train_pairs, settings, world_size, point.step, point.epoch, point.position)
+    print(f"Resuming:    from step {point.step} of {total} ({point.folder})")
+    warning = world_size_warning(point, world_size, settings.accumulate, total)
+    if warning is not None:
+        print(f"synopsis: warning: {warning}", file=sys.stderr)
+
+
 def _launch_workers(args: argparse.Namespace, cli) -> int:
     """Train in ``args.nproc`` processes started by PyTorch's elastic launcher; return rank 0's exit code.
 
@@ -337,6 +369,7 @@ def _launch_workers(args: argparse.Namespace, cli) -> int:
     group, and each stops after the current document. This process ignores
     the first Ctrl-C and lets a second one stop the launcher and its workers.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
     presses = {"count": 0}
@@ -360,6 +393,17 @@ def _launch_workers(args: argparse.Namespace, cli) -> int:
             file=sys.stderr,
         )
         return cli.EXIT_MODEL
+    except SignalException as error:
+        # The elastic agent turns SIGTERM (and SIGHUP, SIGQUIT) into this
+        # exception after it has stopped the workers with the same signal.
+        log.warning("training workers stopped by signal %s", error.sigval)
+        print(
+            f"synopsis: training stopped by {signal.Signals(error.sigval).name}: the workers stopped at once, "
+            f"and the newest complete checkpoint in {args.output / 'checkpoints'} is kept. "
+            f"Continue with: synopsis train ... --output {args.output} --resume --nproc {args.nproc}",
+            file=sys.stderr,
+        )
+        return 128 + int(error.sigval)
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
@@ -416,6 +460,7 @@ def _run_preflight(
     train: list[Pair],
     validation: list[Pair],
     bars: Bars,
+    world_size: int,
 ) -> tuple[list[Pair], list[Pair]]:
     """Print the pre-flight report and return the pairs to train and validate on; raise if bad pairs must stop the run."""
     try:
@@ -426,6 +471,7 @@ def _run_preflight(
             settings,
             progress=bars.stage("Checking pairs", "pairs"),
             max_input_tokens=_document_limits(args).max_input_tokens,
+            world_size=world_size,
         )
     finally:
         bars.close()
@@ -486,7 +532,7 @@ def _report_result(result: TrainingResult, cli) -> int:
         )
         return cli.EXIT_CANCELLED
     ending = "stopped early (no improvement)" if result.stopped_early else "finished"
-    print(f"Training {ending} after {result.steps} of {result.total_steps} steps.")
+    print(f"Training {ending} after {result.steps} of {count(result.total_steps, 'step')}.")
     if result.skipped_steps:
         print(f"Skipped steps: {result.skipped_steps} (loss or gradient not finite)")
     if result.best_dir is not None:

@@ -32,11 +32,13 @@ from .cost_model import (
     estimate_step_memory,
     process_runtime_bytes,
 )
+from .counts import count
 from .errors import SettingsError
 from .generation import build_generation_config, decoder_position_limit, max_new_tokens
 from .models import LoadedModel
 from .pairs import Pair, RejectedPair, document_fingerprint
 from .progress import CancellationToken, ProgressFn, ignore_progress
+from .training.plan import planned_total_steps, steps_per_epoch
 from .training.precision import precision_for
 from .training.settings import TrainingSettings
 from .training.step import autocast_context
@@ -233,8 +235,8 @@ def _split_totals(pairs: list[PairLengths]) -> str:
     longest = max((pair.document_tokens for pair in pairs), default=0)
     summary = max((pair.summary_tokens for pair in pairs), default=0)
     return (
-        f"{len(pairs)} pairs, {tokens:,} document tokens in {windows:,} windows "
-        f"(longest {longest:,} tokens), summaries up to {summary:,} tokens"
+        f"{count(len(pairs), 'pair')}, {tokens:,} document tokens in {count(windows, 'window')} "
+        f"(longest {count(longest, 'token')}), summaries up to {count(summary, 'token')}"
     )
 
 
@@ -257,11 +259,11 @@ def format_report(report: PreflightReport) -> list[str]:
             lines.append(f"             {_size(report.available_memory)} available")
     speed = "measured" if report.speed_measured else "assumed"
     if report.seconds_per_epoch is None:
-        lines.append(f"Time:        not estimated; {report.total_steps} steps")
+        lines.append(f"Time:        not estimated; {count(report.total_steps, 'step')}")
     else:
         lines.append(
             f"Time:        about {_duration(report.seconds_per_epoch)} per epoch, {_duration(report.seconds_total)} "
-            f"for {report.total_steps} steps (estimate from {speed} speed, {report.flops_per_second / 1e9:.3g} "
+            f"for {count(report.total_steps, 'step')} (estimate from {speed} speed, {report.flops_per_second / 1e9:.3g} "
             "GFLOP/s; evaluation not included)"
         )
     lines.extend(f"Warning:     {warning}" for warning in report.warnings)
@@ -282,13 +284,13 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def count_steps(train_pairs: int, settings: TrainingSettings) -> tuple[int, int]:
-    """Return optimizer steps per epoch and in the whole run, as ``--max-steps`` caps them."""
-    per_epoch = math.ceil(train_pairs / settings.accumulate) if train_pairs else 0
-    total = per_epoch * settings.epochs
-    if settings.max_steps is not None:
-        total = min(total, settings.max_steps) if total else settings.max_steps
-    return per_epoch, total
+def count_steps(train_pairs: int, settings: TrainingSettings, world_size: int = 1) -> tuple[int, int]:
+    """Return optimizer steps per epoch and in the whole run of ``world_size`` processes, as ``--max-steps`` caps them."""
+    if not train_pairs:
+        return 0, settings.max_steps or 0
+    return steps_per_epoch(train_pairs, settings.accumulate, world_size), planned_total_steps(
+        train_pairs, settings, world_size
+    )
 
 
 def preflight(
@@ -301,6 +303,7 @@ def preflight(
     progress: ProgressFn = ignore_progress,
     cancel: CancellationToken | None = None,
     max_input_tokens: int | None = None,
+    world_size: int = 1,
 ) -> PreflightReport:
     """Check ``settings`` and every pair against ``loaded``, and estimate memory and time.
 
@@ -311,7 +314,9 @@ def preflight(
     short forward and backward pass (about a second) to time the device;
     without it a conservative constant is used. Progress is in pairs
     tokenized. A document longer than ``max_input_tokens`` (None: no limit)
-    is rejected like any other unusable pair.
+    is rejected like any other unusable pair. ``world_size`` is the number of
+    DDP processes: each step takes ``accumulate`` documents on each of them,
+    and the time estimate is that of one process.
     """
     settings.validate()
     window_tokens = loaded.window_tokens(settings.window_tokens)
@@ -339,13 +344,15 @@ def preflight(
     longer = [pair for pair in usable if pair.split == "validation" and pair.summary_tokens > eval_tokens]
     if longer:
         warnings.append(
-            f"{len(longer)} validation summaries are longer than the {eval_tokens} tokens evaluation generates, "
+            f"{count(len(longer), 'validation summary', 'validation summaries')} "
+            f"{'is' if len(longer) == 1 else 'are'} longer than the {count(eval_tokens, 'token')} evaluation generates, "
             "so their ROUGE recall is capped: raise the evaluation's max tokens."
         )
     duplicates = _duplicates(train_pairs, validation_pairs)
     if duplicates:
         warnings.append(
-            f"{len(duplicates)} validation documents also appear in the training pairs "
+            f"{count(len(duplicates), 'validation document')} also "
+            f"{'appears' if len(duplicates) == 1 else 'appear'} in the training pairs "
             f"({', '.join(duplicates[:3])}{', ...' if len(duplicates) > 3 else ''}), so validation scores will "
             "be optimistic."
         )
@@ -359,7 +366,10 @@ def preflight(
         # An unusual config must not block training, which needs no estimate.
         log.warning("preflight: %s", error)
         warnings.append(str(error))
-        return _report(loaded, precision.name, window_tokens, decoder_positions, lengths, rejected, warnings, settings, train)
+        return _report(
+            loaded, precision.name, window_tokens, decoder_positions, lengths, rejected, warnings, settings, train,
+            world_size,
+        )
     activation_size = activation_bytes(precision.autocast_dtype)
     runtime = process_runtime_bytes(loaded.device, shape.parameter_bytes)
     memory, memory_pair = _largest_step_memory(shape, train, window_tokens, settings, activation_size, runtime)
@@ -379,10 +389,13 @@ def preflight(
         flops_per_second = measure_flops_per_second(loaded, shape, precision.autocast_dtype, window_tokens)
     else:
         flops_per_second = ASSUMED_FLOPS.get(loaded.device.type, ASSUMED_FLOPS["cpu"])
+    # The processes train their shares of each step in parallel, so one
+    # process's epoch takes about 1 / world size of the work. The estimate
+    # leaves out DDP's all-reduce and the filler documents of an uneven last step.
     epoch_flops = sum(_cached_step_flops(shape, pair, window_tokens) for pair in train)
-    seconds_per_epoch = epoch_flops / flops_per_second
-    steps_per_epoch, total_steps = count_steps(len(train), settings)
-    seconds_total = seconds_per_epoch * total_steps / steps_per_epoch if steps_per_epoch else 0.0
+    seconds_per_epoch = epoch_flops / world_size / flops_per_second
+    epoch_steps, total_steps = count_steps(len(train), settings, world_size)
+    seconds_total = seconds_per_epoch * total_steps / epoch_steps if epoch_steps else 0.0
 
     report = PreflightReport(
         model=loaded.name,
@@ -399,7 +412,7 @@ def preflight(
         available_memory=available,
         flops_per_second=flops_per_second,
         speed_measured=measure_speed and bool(train),
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=epoch_steps,
         total_steps=total_steps,
         seconds_per_epoch=seconds_per_epoch,
         seconds_total=seconds_total,
@@ -419,9 +432,10 @@ def _report(
     warnings: list[str],
     settings: TrainingSettings,
     train: list[PairLengths],
+    world_size: int,
 ) -> PreflightReport:
     """Return a report without memory and time estimates."""
-    steps_per_epoch, total_steps = count_steps(len(train), settings)
+    epoch_steps, total_steps = count_steps(len(train), settings, world_size)
     return PreflightReport(
         model=loaded.name,
         device=str(loaded.device),
@@ -437,7 +451,7 @@ def _report(
         available_memory=available_memory(loaded.device),
         flops_per_second=None,
         speed_measured=False,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=epoch_steps,
         total_steps=total_steps,
         seconds_per_epoch=None,
         seconds_total=None,

@@ -339,3 +339,67 @@ def test_output_that_is_a_file(capsys, tiny_model_dir, pairs_file, tmp_path):
     code, _, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, target, "--max-steps", "1"))
     assert code == EXIT_USAGE
     assert "is a file" in err
+
+
+# Step counts with several processes, and plurals --------------------------------------
+
+
+def test_dry_run_counts_steps_per_process(capsys, tiny_model_dir, pairs_file, tmp_path):
+    # 4 training pairs, 2 documents per process and step, 3 epochs.
+    code, out, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, tmp_path / "one", "--epochs", "3", "--dry-run"))
+    assert code == EXIT_OK, err
+    assert "for 6 steps" in out
+    code, out, err = _run(
+        capsys, *_train_args(pairs_file, tiny_model_dir, tmp_path / "two", "--epochs", "3", "--nproc", "2", "--dry-run")
+    )
+    assert code == EXIT_OK, err
+    assert "for 3 steps" in out
+
+
+def test_preflight_time_is_per_process(tiny_model_dir):
+    from synopsis.engine.models import load_model
+    from synopsis.engine.pairs import Pair
+    from synopsis.engine.preflight import preflight
+    from synopsis.engine.training.settings import TrainingSettings
+
+    loaded = load_model(tiny_model_dir, device="cpu")
+    pairs = [Pair(f"p{n}", _pair(*topic)["document"], _pair(*topic)["summary"]) for n, topic in enumerate(TOPICS[:5])]
+    settings = TrainingSettings(accumulate=1, epochs=1)
+    one = preflight(loaded, pairs, [], settings, measure_speed=False)
+    two = preflight(loaded, pairs, [], settings, measure_speed=False, world_size=2)
+    assert (one.steps_per_epoch, one.total_steps) == (5, 5)
+    assert (two.steps_per_epoch, two.total_steps) == (3, 3)
+    assert two.seconds_per_epoch == pytest.approx(one.seconds_per_epoch / 2, rel=1e-9)
+    assert two.seconds_total == pytest.approx(two.seconds_per_epoch, rel=1e-9)
+
+
+def test_one_bad_pair_is_singular(capsys, tiny_model_dir, tmp_path):
+    rows = [_pair(subject, event) for subject, event in TOPICS]
+    rows[0] = {"document": rows[0]["document"]}
+    pairs = _write_pairs(tmp_path / "pairs.jsonl", rows)
+    code, _, err = _run(capsys, *_train_args(pairs, tiny_model_dir, tmp_path / "run", "--dry-run"))
+    assert code == EXIT_DOCUMENT
+    assert "1 pair cannot be used" in err
+    assert "1 pairs" not in err
+
+
+def test_count_plurals():
+    from synopsis.engine.counts import count
+
+    assert count(1, "step") == "1 step"
+    assert count(0, "step") == "0 steps"
+    assert count(2, "process", "processes") == "2 processes"
+    assert count(1_234, "pair") == "1,234 pairs"
+
+
+def test_resume_prints_its_step(capsys, tiny_model_dir, pairs_file, tmp_path):
+    output = tmp_path / "run"
+    code, _, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, output, "--max-steps", "1"))
+    assert code == EXIT_OK, err
+    code, out, err = _run(capsys, *_train_args(pairs_file, tiny_model_dir, output, "--max-steps", "2", "--resume"))
+    assert code == EXIT_OK, err
+    assert f"Resuming:    from step 1 of 2 ({output / 'checkpoints' / 'step-000001'})" in out
+    assert "processes" not in err  # same world size: no warning
+    run = json.loads((output / "run.json").read_text(encoding="utf-8"))
+    assert run["world_size"] == 1
+    assert "world_size_changes" not in run

@@ -12,7 +12,9 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,8 @@ import torch
 
 from synopsis.engine.models import load_model
 from synopsis.engine.progress import CancellationToken
-from synopsis.engine.training import Trainer, cached_backward, distributed
+from synopsis.engine.cli_train import EXIT_TERMINATED
+from synopsis.engine.training import Trainer, cached_backward, distributed, plan
 from synopsis.engine.training.examples import epoch_order, prepare_example
 from synopsis.engine.training.optim import build_optimizer, build_schedule
 from synopsis.engine.training.seeding import seed_everything
@@ -252,20 +255,105 @@ def test_rank_documents_share_and_filler(indices, rank, expected):
     assert list(distributed.rank_documents(indices, rank, WORLD_SIZE)) == expected
 
 
-@pytest.mark.slow
-def test_cli_nproc_trains_end_to_end(tiny_model_dir, tmp_path):
-    pairs = _write_pairs(tmp_path / "pairs.jsonl", [_pair(subject, event) for subject, event in TOPICS])
-    output = tmp_path / "run"
-    arguments = _train_args(pairs, tiny_model_dir, output, "--max-steps", "2", "--accumulate", "1", "--nproc", "2", "-q")
-    completed = subprocess.run(
+def newest_checkpoint_state(output: Path) -> dict:
+    newest = sorted((output / "checkpoints").glob("step-*"))[-1]
+    return json.loads((newest / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def _run_synopsis(arguments: list) -> subprocess.CompletedProcess:
+    return subprocess.run(
         _synopsis_command() + [str(part) for part in arguments],
         capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S, check=False,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+@pytest.mark.parametrize(
+    "world_size, step, position, expected",
+    [
+        (1, 4, 8, 14),  # trained in 2 processes: 10 documents left, one per step
+        (2, 4, 8, 9),  # the saved run's own world size keeps its plan
+        (2, 5, 5, 12),  # trained in 1 process: 13 documents left, two per step
+        (1, 9, 18, 9),  # the epoch is used up
+    ],
+)
+def test_resumed_total_counts_documents_left(world_size, step, position, expected):
+    run = settings(epochs=1, accumulate=1)
+    assert plan.resumed_total_steps(18, run, world_size, step, 0, position) == expected
+
+
+@pytest.mark.slow
+def test_cli_nproc_resumes_one_process_run(tiny_model_dir, tmp_path):
+    pairs = _write_pairs(tmp_path / "pairs.jsonl", [_pair(subject, event) for subject, event in TOPICS])
+    output = tmp_path / "run"
+    completed = _run_synopsis(_train_args(pairs, tiny_model_dir, output, "--max-steps", "1", "--accumulate", "1", "-q"))
     assert completed.returncode == 0, completed.stdout + completed.stderr
-    assert "Processes:   2, 1 documents each, 2 per optimizer step" in completed.stdout
-    assert "Training finished after 2 of 2 steps." in completed.stdout
+
+    # Two processes take the 3 documents left of the epoch in 2 steps.
+    arguments = _train_args(pairs, tiny_model_dir, output, "--epochs", "1", "--accumulate", "1", "--nproc", "2", "-q")
+    completed = _run_synopsis(arguments + ["--resume", "--max-steps", "100"])
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "Processes:   2, 1 document each, 2 per optimizer step" in completed.stdout
+    assert "Time:        about" in completed.stdout
+    assert "for 2 steps" in completed.stdout  # a new run in 2 processes: 4 pairs, 2 per step
+    assert "Resuming:    from step 1 of 3" in completed.stdout
+    assert "Training finished after 3 of 3 steps." in completed.stdout
     assert completed.stdout.count("Training:    4 pairs") == 1  # rank 1 prints nothing
-    assert [step for step, _ in step_losses(output)] == [1, 2]
-    state = json.loads((output / "last" / "trainer_state.json").read_text(encoding="utf-8"))
-    assert state["step"] == 2
+    warning = completed.stderr
+    assert "synopsis: warning: the run was trained in 1 process (1 document per step, 1 step in all)" in warning
+    assert "resumes in 2 processes (2 documents per step)" in warning
+    assert "3 steps in all" in warning
+    assert "--nproc 1" in warning
+    assert [step for step, _ in step_losses(output)] == [1, 2, 3]
+    state = newest_checkpoint_state(output)
+    assert state["step"] == 3
+    assert (state["epoch"], state["position"]) == (0, 4)
+    run = json.loads((output / "run.json").read_text(encoding="utf-8"))
+    assert run["world_size"] == 2
+    assert run["total_steps"] == 3
+    assert run["world_size_changes"] == [{"step": 1, "from": 1, "to": 2}]
+
+
+@pytest.mark.slow
+def test_cli_nproc_sigterm_then_resume_alone(tiny_model_dir, tmp_path):
+    pairs = _write_pairs(tmp_path / "pairs.jsonl", [_pair(subject, event) for subject, event in TOPICS])
+    output = tmp_path / "run"
+    arguments = _train_args(pairs, tiny_model_dir, output, "--epochs", "50", "--accumulate", "1", "--nproc", "2", "-q")
+    process = subprocess.Popen(
+        _synopsis_command() + [str(part) for part in arguments],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    # Stop the launcher once a checkpoint is complete.
+    deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        if (output / "last" / "config.json").is_file():
+            break
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+    assert process.returncode == EXIT_TERMINATED == 143, out + err
+    assert "synopsis: training stopped by SIGTERM" in err
+    assert f"--output {output} --resume --nproc 2" in err
+    assert "Traceback" not in err
+    assert "SignalException" not in err
+
+    # Resumed in one process, the run warns and keeps to the 4 pairs of each epoch.
+    saved = newest_checkpoint_state(output)
+    total = saved["step"] + 1
+    resumed = _train_args(pairs, tiny_model_dir, output, "--epochs", "50", "--accumulate", "1", "-q")
+    completed = _run_synopsis(resumed + ["--resume", "--max-steps", str(total)])
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert f"Resuming:    from step {saved['step']} of {total}" in completed.stdout
+    warning = completed.stderr
+    assert "the run was trained in 2 processes (2 documents per step, 100 steps in all)" in warning
+    assert "resumes in 1 process (1 document per step)" in warning
+    assert "--nproc 2 (or torchrun with 2 processes in all)" in warning
+    rows = [json.loads(line) for line in (output / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [row["step"] for row in rows if "eval" not in row][-1] == total
+    # One more document, from the saved position: 2 per step before, 1 now.
+    state = newest_checkpoint_state(output)
+    documents_done = lambda data: 4 * data["epoch"] + data["position"]  # noqa: E731
+    assert documents_done(state) == documents_done(saved) + 1
+    run = json.loads((output / "run.json").read_text(encoding="utf-8"))
+    assert run["world_size"] == 1
+    assert run["world_size_changes"] == [{"step": saved["step"], "from": 2, "to": 1}]

@@ -370,7 +370,7 @@ def test_preflight_warnings(tiny):
     pair = Pair("a", "The same document. " * 30, "A summary of some length that goes on. " * 10)
     settings = TrainingSettings(eval_generation=GenerationSettings(max_tokens=8))
     report = preflight(tiny, [pair], [Pair("b", pair.document, pair.summary)], settings, measure_speed=False)
-    assert any("validation documents also appear in the training pairs" in w for w in report.warnings)
+    assert any("1 validation document also appears in the training pairs" in w for w in report.warnings)
     assert any("longer than the 8 tokens" in w for w in report.warnings)
 
 

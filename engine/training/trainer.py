@@ -45,6 +45,7 @@ from .events import (
 )
 from .examples import epoch_order, prepare_example
 from .optim import build_optimizer, build_schedule, reapply_schedule
+from .plan import planned_total_steps, resume_point, resumed_total_steps, world_size_warning
 from .precision import precision_for
 from .seeding import capture_rng_state, preserved_rng_state, restore_rng_state, seed_everything
 from .settings import TrainingSettings
@@ -112,10 +113,9 @@ class Trainer:
         self.is_main = distributed is None or distributed.is_main
         self.step_forwards: SyncedStep | None = None  # the DDP wrapper, built when the run starts
 
-        steps_per_epoch = math.ceil(len(self.train_pairs) / (settings.accumulate * self.world_size))
-        self.total_steps = settings.epochs * steps_per_epoch
-        if settings.max_steps is not None:
-            self.total_steps = min(self.total_steps, settings.max_steps)
+        # A resume recounts this from the checkpoint's position (see plan.resumed_total_steps).
+        self.total_steps = planned_total_steps(len(self.train_pairs), settings, self.world_size)
+        self.world_size_changes: list[dict] = []  # run.json's record of resumes with another world size
         self._current_document = ""
 
     def run(self, resume: bool = False) -> TrainingResult:
@@ -135,9 +135,8 @@ class Trainer:
             checkpoint.clean_interrupted_writes(self.output_dir)
         self._barrier()
         optimizer = build_optimizer(self.model, settings.learning_rate, settings.weight_decay)
-        schedule = build_schedule(optimizer, self.total_steps, settings.warmup_fraction)
         scaler = self.precision.make_grad_scaler(device)
-        state = self._start_or_resume(resume, optimizer, schedule, scaler)
+        state, schedule = self._start_or_resume(resume, optimizer, scaler)
         self._barrier()
         if self.distributed is not None:
             self.step_forwards = SyncedStep(self.model, device)
@@ -394,22 +393,23 @@ class Trainer:
         log.info("saved checkpoint %s", folder)
         self._barrier()
 
-    def _start_or_resume(self, resume: bool, optimizer, schedule, scaler) -> RunState:
-        """Return the state to start from: restored from the newest complete checkpoint, or new and seeded."""
+    def _start_or_resume(self, resume: bool, optimizer, scaler):
+        """Return the state to start from and the learning-rate schedule.
+
+        The state is restored from the newest complete checkpoint, or new and
+        seeded. A resumed run's schedule spans the total that
+        ``resumed_total_steps`` counts from the checkpoint.
+        """
         complete = checkpoint.complete_checkpoints(self.checkpoints)
         if not resume:
             if complete or self.metrics.rows():
                 raise SettingsError(
                     f"{self.output_dir} already contains a training run: resume it, or choose an empty folder."
                 )
-            seed_everything(self._rank_seed())
-            order = epoch_order(len(self.train_pairs), self.settings.seed, 0)
-            return RunState(order=order, base_model=self.loaded.name, pairs_fingerprint=self.pairs_fingerprint)
+            return self._new_state(), build_schedule(optimizer, self.total_steps, self.settings.warmup_fraction)
         if not complete:
             log.info("no complete checkpoint in %s; starting from the beginning", self.checkpoints)
-            seed_everything(self._rank_seed())
-            order = epoch_order(len(self.train_pairs), self.settings.seed, 0)
-            return RunState(order=order, base_model=self.loaded.name, pairs_fingerprint=self.pairs_fingerprint)
+            return self._new_state(), build_schedule(optimizer, self.total_steps, self.settings.warmup_fraction)
 
         step, folder = complete[-1]
         data, saved_settings = checkpoint.read_state(folder)
@@ -430,6 +430,8 @@ class Trainer:
             log.warning("resuming with changed settings: %s", ", ".join(changed))
         if state.base_model != self.loaded.name:
             log.warning("resuming a run of %s with %s", state.base_model, self.loaded.name)
+        self._plan_resume(folder, state)
+        schedule = build_schedule(optimizer, self.total_steps, self.settings.warmup_fraction)
 
         checkpoint.load_model_weights(self.model, folder)
         optimizer.load_state_dict(checkpoint.read_tensors(folder, "optimizer"))
@@ -439,8 +441,27 @@ class Trainer:
         if scaler is not None and saved_scaler is not None:
             scaler.load_state_dict(saved_scaler)
         self._restore_rank_rng(folder, state.step)
-        log.info("resuming from %s", folder)
-        return state
+        log.info("resuming from %s at step %d of %d", folder, state.step, self.total_steps)
+        return state, schedule
+
+    def _new_state(self) -> RunState:
+        seed_everything(self._rank_seed())
+        order = epoch_order(len(self.train_pairs), self.settings.seed, 0)
+        return RunState(order=order, base_model=self.loaded.name, pairs_fingerprint=self.pairs_fingerprint)
+
+    def _plan_resume(self, folder: Path, state: RunState) -> None:
+        """Recount the run's total steps from ``state``, and warn when the world size differs from the saved run's."""
+        self.total_steps = resumed_total_steps(
+            len(self.train_pairs), self.settings, self.world_size, state.step, state.epoch, state.position
+        )
+        point = resume_point(self.output_dir, folder, state.step, state.epoch, state.position)
+        self.world_size_changes = point.world_size_changes
+        warning = world_size_warning(point, self.world_size, self.settings.accumulate, self.total_steps)
+        if warning is None:
+            return
+        self.world_size_changes.append({"step": state.step, "from": point.world_size, "to": self.world_size})
+        if self.is_main:
+            log.warning("resuming %s: %s", self.output_dir, warning)
 
     def _rank_seed(self) -> int:
         """Return this rank's dropout seed: the run's seed for one process or rank 0, a seed of its own for each other rank."""
@@ -512,10 +533,11 @@ class Trainer:
             "window_tokens": self.window_tokens,
             "precision": self.precision.name,
             "device": str(self.loaded.device),
+            "world_size": self.world_size,
+            "documents_per_step": self.settings.accumulate * self.world_size,
         }
-        if self.distributed is not None:
-            run["world_size"] = self.world_size
-            run["documents_per_step"] = self.settings.accumulate * self.world_size
+        if self.world_size_changes:
+            run["world_size_changes"] = self.world_size_changes
         write_text_atomic(self.output_dir / "run.json", json.dumps(run, indent=1) + "\n")
 
     @contextlib.contextmanager
