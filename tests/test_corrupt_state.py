@@ -5,7 +5,7 @@ garbage, truncated JSON, wrong types and missing keys. The reader keeps
 working with what is valid, moves the bad file aside as
 ``NAME.corrupt-<date>`` (never deleted) and reports it once. The settings
 file and the main window are covered in test_gui_settings.py and at the end
-of this file.
+of this file, followed by run.json and metrics.jsonl on ``train --resume``.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def test_cli_resume_skips_damaged_checkpoint(tiny_model_dir, tmp_path, capsys):
 
 
 def test_window_starts_with_corrupt_state(qtbot, tmp_path):
-    from synopsis.app.window import MainWindow
+    from synopsis.app.window import MainWindow, problems_pointer
 
     settings_path = tmp_path / "config" / "settings.json"
     settings_path.parent.mkdir()
@@ -272,9 +272,10 @@ def test_window_starts_with_corrupt_state(qtbot, tmp_path):
     history_kept = set_aside_copies(store.folder, "truncated.json") + set_aside_copies(store.folder, "typed.json")
     assert len(history_kept) == 2
     assert len(window.startup_problems) == 3
-    shown = window.statusBar().currentMessage()
+    assert window.statusBar().currentMessage() == problems_pointer(3)
+    qtbot.waitUntil(lambda: window.problems_dialog is not None and window.problems_dialog.isVisible())
     for kept in (settings_kept, *history_kept):
-        assert str(kept) in shown
+        assert str(kept) in window.problems_dialog.details
     assert [entry.id for entry in window.history_panel.entries] == [good.id]
     window.close()
     qtbot.waitUntil(lambda: not window.runner.thread_running(), timeout=10_000)
@@ -284,6 +285,9 @@ def test_window_starts_with_corrupt_state(qtbot, tmp_path):
     qtbot.addWidget(again)
     assert again.startup_problems == []
     assert again.statusBar().currentMessage() == ""
+    again.show()
+    qtbot.wait(50)
+    assert again.problems_dialog is None
     again.close()
     qtbot.waitUntil(lambda: not again.runner.thread_running(), timeout=10_000)
 
