@@ -250,14 +250,15 @@ def resumed_settings(args: argparse.Namespace, given: TrainingSettings) -> Train
             "Start a new run there without --resume."
         )
     # Only the first process repairs files, so ranks of a distributed run do not race to move them.
-    first_process = os.environ.get("RANK", "0") == "0"
-    found = saved_training_settings(args.output, complete[-1][1], set_aside_damaged=first_process)
+    # Workers that --nproc started get ``args`` from the launcher, which has repaired and reported already.
+    repairs = os.environ.get("RANK", "0") == "0" and not getattr(args, "run_files_checked", False)
+    found = saved_training_settings(args.output, complete[-1][1], set_aside_damaged=repairs)
     saved = found.settings
-    notices = [found.notice]
-    if first_process:
-        notices.append(MetricsLog(args.output / "metrics.jsonl").remove_unreadable_lines())
+    if repairs:
+        notices = [found.notice, MetricsLog(args.output / "metrics.jsonl").remove_unreadable_lines()]
         for notice in filter(None, notices):
             print(f"synopsis: warning: {notice}", file=sys.stderr)
+        args.run_files_checked = True
 
     explicit = {name for name, value in _given_options(args).items() if value is not None}
     conflicts = [

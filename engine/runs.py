@@ -500,7 +500,9 @@ def _run_file_settings(path: Path) -> tuple[TrainingSettings | None, str | None]
         return None, f"it could not be read: {error.strerror or error}"
     except ValueError as error:  # invalid JSON or invalid UTF-8
         return None, f"it is not valid JSON: {error}"
-    if not isinstance(data, dict) or "settings" not in data:
+    if not isinstance(data, dict):
+        return None, "it does not contain a JSON object"
+    if "settings" not in data:
         return None, "it has no 'settings' object"
     return _parse_settings(data["settings"])
 
@@ -539,12 +541,13 @@ def saved_training_settings(folder: Path, checkpoint: Path, set_aside_damaged: b
 
     if checkpoint_settings is None:
         log.error("%s is unusable (%s), and so are the settings of checkpoint %s (%s)", path, problem, checkpoint, checkpoint_problem)
-        restore = f"repair {kept} and rename it to {path}" if kept is not None else f"restore {path} from a backup"
+        restore = f"repair {kept}, rename it to {RUN_FILE}" if kept is not None else f"restore {path} from a backup"
         raise RunFileError(
             path,
-            f"the run cannot be resumed: {path} cannot be used because {problem}, and the settings saved in "
-            f"checkpoint {checkpoint} cannot be used either ({checkpoint_problem}).{where} "
-            f"To go on, {restore} and resume again, or start a new run in an empty folder with the same options.",
+            f"the run in {folder} cannot be resumed. {RUN_FILE} cannot be used because {problem}, and the "
+            f"settings saved in checkpoint {checkpoint.name} cannot be used either ({checkpoint_problem}).{where} "
+            f"To go on, either {restore} and resume again, or start a new run in an empty folder with the same "
+            "options.",
         )
     log.warning("%s is unusable (%s); resuming with the settings of checkpoint %s", path, problem, checkpoint)
     return SavedSettings(

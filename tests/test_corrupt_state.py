@@ -423,5 +423,6 @@ def test_resume_without_usable_settings(tiny_model_dir, tmp_path, capsys, two_st
     [kept] = set_aside_copies(output, "run.json")
     assert str(kept) in err
     assert "learning_rate" in err
-    assert f"repair {kept} and rename it to {output / 'run.json'}" in err
+    assert "does not contain a JSON object" in err
+    assert f"repair {kept}, rename it to run.json and resume again" in err
     assert "start a new run in an empty folder with the same options" in err
