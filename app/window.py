@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QGuiApplication
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QGuiApplication, QShowEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QSplitter, QTabWidget, QWidget
 
 from synopsis.engine.history import HistoryEntry, HistoryStore
@@ -32,6 +32,17 @@ STAGES = {
     "generating": Status.GENERATING,
 }
 STATUS_MESSAGE_MS = 10_000
+PROBLEMS_TITLE = "Some saved files could not be used"
+PROBLEMS_MESSAGE = (
+    "Synopsis goes on without the files listed below. Each entry names the file, what is wrong with it "
+    "and, when the file was moved aside, where the original is kept."
+)
+
+
+def problems_pointer(count: int) -> str:
+    """Return the status-bar line that points to the dialog listing ``count`` problems with saved files."""
+    files = "1 saved file" if count == 1 else f"{count} saved files"
+    return f"{files} could not be used. The dialog lists them, and so does the log."
 
 
 def local_paths_from_urls(urls) -> list[Path]:
@@ -81,11 +92,14 @@ class MainWindow(QMainWindow):
         if loaded.problem:
             log.warning("settings: %s", loaded.problem)
         self.settings_problem = loaded.problem
-        # Files set aside at start (settings, history entries), each reported once.
+        # Saved files that could not be used at start (settings, history
+        # entries), listed in a dialog once the window is first shown.
         self.startup_problems = [loaded.problem] if loaded.problem else []
         self.startup_problems += self.history.take_problems()
+        self.problems_dialog: ErrorDialog | None = None
+        self._startup_report_pending = bool(self.startup_problems)
         if self.startup_problems:
-            self.show_status(" ".join(self.startup_problems), 60_000)
+            self.show_status(problems_pointer(len(self.startup_problems)), 60_000)
 
     # Layout -----------------------------------------------------------------
 
@@ -141,7 +155,27 @@ class MainWindow(QMainWindow):
     def _report_history_problems(self) -> None:
         problems = self.history.take_problems()
         if problems:
-            self.show_status(" ".join(problems), 60_000)
+            self.show_status(problems_pointer(len(problems)), 60_000)
+            self.open_problems_dialog(problems)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._startup_report_pending:
+            self._startup_report_pending = False
+            # Posted, so the dialog opens once the window is on screen, and start-up is never held up.
+            QTimer.singleShot(0, self, self._open_startup_problems)
+
+    def _open_startup_problems(self) -> None:
+        self.open_problems_dialog(self.startup_problems)
+
+    def open_problems_dialog(self, problems: list[str]) -> None:
+        """Open a non-modal dialog listing ``problems`` in full, with a button that copies them."""
+        if self._closing:
+            return
+        dialog = ErrorDialog(PROBLEMS_TITLE, PROBLEMS_MESSAGE, "\n\n".join(problems), self)
+        dialog.setModal(False)
+        dialog.show()
+        self.problems_dialog = dialog
 
     def show_status(self, message: str, timeout_ms: int = STATUS_MESSAGE_MS) -> None:
         self.statusBar().showMessage(message, timeout_ms)

@@ -44,9 +44,11 @@ from .models import LoadedModel
 from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, LoadedPairs, Pair, RejectedPair, load_pairs, split_pairs
 from .preflight import format_report, preflight, usable_pairs
 from .progress import CancellationToken, ProgressFn
+from .runs import saved_training_settings
 from .training import EvaluationEvent, StepEvent, Trainer, TrainingDivergedError, TrainingEvent, TrainingResult, checkpoint
 from .training import distributed
 from .training.plan import read_resume_point, resumed_total_steps, world_size_warning
+from .training.events import MetricsLog
 from .training.settings import PRECISIONS, ROUGE_METRICS, TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -239,7 +241,9 @@ def resumed_settings(args: argparse.Namespace, given: TrainingSettings) -> Train
 
     Raises SettingsError when there is nothing to resume, or when an option
     that shapes the optimization (learning rate, accumulation, seed, ...) was
-    given with another value than the run used.
+    given with another value than the run used. A damaged run.json or
+    metrics.jsonl is repaired as described in saved_training_settings and
+    MetricsLog.remove_unreadable_lines, with a warning line for each.
     """
     problems: list[str] = []
     complete = checkpoint.complete_checkpoints(args.output / "checkpoints", problems)
@@ -250,10 +254,16 @@ def resumed_settings(args: argparse.Namespace, given: TrainingSettings) -> Train
             f"Nothing to resume in {args.output}: it has no complete checkpoint. "
             "Start a new run there without --resume."
         )
-    try:
-        saved = TrainingSettings.from_json(json.loads((args.output / "run.json").read_text(encoding="utf-8"))["settings"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise SettingsError(f"{args.output / 'run.json'} could not be read ({error}), so the run cannot be resumed.") from error
+    # Only the first process repairs files, so ranks of a distributed run do not race to move them.
+    # Workers that --nproc started get ``args`` from the launcher, which has repaired and reported already.
+    repairs = os.environ.get("RANK", "0") == "0" and not getattr(args, "run_files_checked", False)
+    found = saved_training_settings(args.output, complete[-1][1], set_aside_damaged=repairs)
+    saved = found.settings
+    if repairs:
+        notices = [found.notice, MetricsLog(args.output / "metrics.jsonl").remove_unreadable_lines()]
+        for notice in filter(None, notices):
+            print(f"synopsis: warning: {notice}", file=sys.stderr)
+        args.run_files_checked = True
 
     explicit = {name for name, value in _given_options(args).items() if value is not None}
     conflicts = [

@@ -55,6 +55,17 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 CORRUPT_INFIX = ".corrupt-"
 
 
+def _aside_path(path: Path) -> Path:
+    """Return a free ``NAME.corrupt-YYYYmmdd-HHMMSS`` path beside ``path``, with ``-2``, ``-3``… when taken."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}")
+    number = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}-{number}")
+        number += 1
+    return target
+
+
 def set_aside(path: str | Path) -> Path:
     """Rename an unreadable file or folder to ``NAME.corrupt-YYYYmmdd-HHMMSS`` beside it, and return the new path.
 
@@ -63,11 +74,19 @@ def set_aside(path: str | Path) -> Path:
     Raises OSError when the rename fails.
     """
     path = Path(path)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}")
-    number = 2
-    while target.exists():
-        target = path.with_name(f"{path.name}{CORRUPT_INFIX}{stamp}-{number}")
-        number += 1
+    target = _aside_path(path)
     os.replace(path, target)
+    return target
+
+
+def copy_aside(path: str | Path) -> Path:
+    """Copy a file that is about to be repaired to ``NAME.corrupt-YYYYmmdd-HHMMSS`` beside it, and return the copy.
+
+    The copy is named as :func:`set_aside` names files, and is written
+    atomically. Raises OSError when the file cannot be read or the copy
+    cannot be written.
+    """
+    path = Path(path)
+    target = _aside_path(path)
+    write_bytes_atomic(target, path.read_bytes())
     return target

@@ -33,6 +33,7 @@ from .cost_model import (
     process_runtime_bytes,
 )
 from .counts import count
+from .documents.limits import input_tokens_reason
 from .errors import SettingsError
 from .generation import build_generation_config, decoder_position_limit, max_new_tokens
 from .models import LoadedModel
@@ -462,10 +463,7 @@ def _pair_problem(pair: PairLengths, decoder_positions: int | None, max_input_to
     if pair.document_tokens == 0:
         return "the document has no tokens once tokenized"
     if max_input_tokens is not None and pair.document_tokens > max_input_tokens:
-        return (
-            f"the document has {pair.document_tokens:,} tokens, over the limit of {max_input_tokens:,}: raise it "
-            f"with --max-input-tokens, or with 'Maximum input tokens' in Settings > Preferences"
-        )
+        return input_tokens_reason(pair.document_tokens, max_input_tokens)
     if decoder_positions is not None and pair.summary_tokens > decoder_positions:
         return (
             f"the summary has {pair.summary_tokens:,} tokens but the decoder takes at most "

@@ -34,12 +34,12 @@ from pathlib import Path
 import platformdirs
 
 from .documents import DocumentLimits
-from .errors import SettingsError
+from .errors import DocumentError, SettingsError
 from .files import set_aside, write_text_atomic
 from .generation import GenerationSettings
 from .pairs import DEFAULT_DOCUMENT_FIELD, DEFAULT_SUMMARY_FIELD, Pair, RejectedPair, load_pairs, split_pairs
 from .progress import CancellationToken, ProgressFn, ignore_progress
-from .training.checkpoint import complete_checkpoints
+from .training.checkpoint import complete_checkpoints, read_state
 from .training.settings import TrainingSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 APP_NAME = "Synopsis"
 REQUEST_FILE = "request.json"
 STATUS_FILE = "status.json"
+RUN_FILE = "run.json"
 REQUEST_VERSION = 1
 
 RUNNING = "running"
@@ -455,6 +456,105 @@ def metrics_rows(folder: Path) -> list[dict]:
     if skipped:
         log.warning("%s: skipped %d lines that are not JSON objects", path, skipped)
     return rows
+
+
+# Settings of a resumed run ----------------------------------------------------
+
+
+class RunFileError(DocumentError):
+    """A run's run.json is damaged or missing, and no checkpoint has the settings to resume with.
+
+    A DocumentError, so the command line exits with the data-error code (3),
+    as it does for unusable pairs.
+    """
+
+
+@dataclass(frozen=True)
+class SavedSettings:
+    """The training settings a run was saved with, and where they came from."""
+
+    settings: TrainingSettings
+    notice: str | None = None  # message for the user when the settings come from a checkpoint, not run.json
+
+
+def _parse_settings(data: object) -> tuple[TrainingSettings | None, str | None]:
+    """Return the TrainingSettings in ``data`` (to_json output), or None and why they cannot be used."""
+    if not isinstance(data, dict):
+        return None, "the settings are not a JSON object"
+    try:
+        settings = TrainingSettings.from_json(data)
+    except (SettingsError, TypeError) as error:
+        return None, str(error)
+    wrong = [*wrong_type_fields(settings), *wrong_type_fields(settings.eval_generation, "eval_generation.")]
+    if wrong:
+        return None, f"these settings have values of the wrong type: {', '.join(wrong)}"
+    return settings, None
+
+
+def _run_file_settings(path: Path) -> tuple[TrainingSettings | None, str | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "it is missing"
+    except OSError as error:
+        return None, f"it could not be read: {error.strerror or error}"
+    except ValueError as error:  # invalid JSON or invalid UTF-8
+        return None, f"it is not valid JSON: {error}"
+    if not isinstance(data, dict):
+        return None, "it does not contain a JSON object"
+    if "settings" not in data:
+        return None, "it has no 'settings' object"
+    return _parse_settings(data["settings"])
+
+
+def saved_training_settings(folder: Path, checkpoint: Path, set_aside_damaged: bool = True) -> SavedSettings:
+    """Return the settings to resume the run in ``folder`` with: from run.json, else from ``checkpoint``.
+
+    ``checkpoint`` is the complete checkpoint the run resumes from. Every
+    checkpoint stores the full settings it was saved with, so a damaged
+    run.json is moved aside (kept as ``run.json.corrupt-<date>``) and the
+    checkpoint's settings are used, with a notice for the user. The trainer
+    writes a new run.json when it starts. With ``set_aside_damaged`` False
+    (ranks other than the first of a distributed run), nothing is moved.
+
+    Raises RunFileError when neither run.json nor the checkpoint has usable
+    settings.
+    """
+    path = folder / RUN_FILE
+    settings, problem = _run_file_settings(path)
+    if settings is not None:
+        return SavedSettings(settings)
+
+    kept = None
+    if set_aside_damaged and path.exists():
+        try:
+            kept = set_aside(path)
+        except OSError as error:
+            log.error("%s is unusable (%s) and could not be moved aside: %s", path, problem, error)
+    where = f" It was moved to {kept}." if kept is not None else ""
+    try:
+        _state, checkpoint_data = read_state(checkpoint)
+    except (OSError, ValueError) as error:
+        checkpoint_settings, checkpoint_problem = None, str(error)
+    else:
+        checkpoint_settings, checkpoint_problem = _parse_settings(checkpoint_data)
+
+    if checkpoint_settings is None:
+        log.error("%s is unusable (%s), and so are the settings of checkpoint %s (%s)", path, problem, checkpoint, checkpoint_problem)
+        restore = f"repair {kept}, rename it to {RUN_FILE}" if kept is not None else f"restore {path} from a backup"
+        raise RunFileError(
+            path,
+            f"the run in {folder} cannot be resumed. {RUN_FILE} cannot be used because {problem}, and the "
+            f"settings saved in checkpoint {checkpoint.name} cannot be used either ({checkpoint_problem}).{where} "
+            f"To go on, either {restore} and resume again, or start a new run in an empty folder with the same "
+            "options.",
+        )
+    log.warning("%s is unusable (%s); resuming with the settings of checkpoint %s", path, problem, checkpoint)
+    return SavedSettings(
+        checkpoint_settings,
+        f"{path} cannot be used because {problem}.{where} The run resumes with the settings saved in "
+        f"checkpoint {checkpoint.name}, and a new {RUN_FILE} is written when training starts.",
+    )
 
 
 # Pairs of a run ---------------------------------------------------------------

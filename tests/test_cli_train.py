@@ -167,7 +167,7 @@ def test_document_limits_apply_to_pairs(capsys, tiny_model_dir, tmp_path):
     code, _, err = _run(capsys, *base, "--max-pages", "5")
     assert code == EXIT_DOCUMENT
     assert "pairs.jsonl line 4" in err
-    assert "max_pages=5" in err
+    assert "the page count (14) exceeds the limit of 5 pages" in err
     assert "--max-pages" in err
 
     code, _, err = _run(capsys, *base, "--max-pages", "20")
@@ -177,7 +177,8 @@ def test_document_limits_apply_to_pairs(capsys, tiny_model_dir, tmp_path):
     code, _, err = _run(capsys, *base, "--max-input-tokens", "30")
     assert code == EXIT_DOCUMENT
     assert "4 pairs cannot be used" in err
-    assert "over the limit of 30" in err
+    assert "the document's token count (" in err
+    assert "exceeds the limit of 30 tokens" in err
     assert "--max-input-tokens" in err
 
 
@@ -185,7 +186,8 @@ def test_evaluate_input_token_limit(capsys, tiny_model_dir, pairs_file):
     code, _, err = _run(capsys, "evaluate", "--pairs", pairs_file, "--model", tiny_model_dir, "-q", "--max-input-tokens", "30")
     assert code == EXIT_DOCUMENT
     assert "pairs.jsonl line 1" in err
-    assert "max_input_tokens=30" in err
+    assert "the document's token count (" in err
+    assert "exceeds the limit of 30 tokens" in err
 
 
 def test_missing_pairs_file(capsys, tiny_model_dir, tmp_path):

@@ -5,7 +5,7 @@ garbage, truncated JSON, wrong types and missing keys. The reader keeps
 working with what is valid, moves the bad file aside as
 ``NAME.corrupt-<date>`` (never deleted) and reports it once. The settings
 file and the main window are covered in test_gui_settings.py and at the end
-of this file.
+of this file, followed by run.json and metrics.jsonl on ``train --resume``.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def test_cli_resume_skips_damaged_checkpoint(tiny_model_dir, tmp_path, capsys):
 
 
 def test_window_starts_with_corrupt_state(qtbot, tmp_path):
-    from synopsis.app.window import MainWindow
+    from synopsis.app.window import MainWindow, problems_pointer
 
     settings_path = tmp_path / "config" / "settings.json"
     settings_path.parent.mkdir()
@@ -272,9 +272,10 @@ def test_window_starts_with_corrupt_state(qtbot, tmp_path):
     history_kept = set_aside_copies(store.folder, "truncated.json") + set_aside_copies(store.folder, "typed.json")
     assert len(history_kept) == 2
     assert len(window.startup_problems) == 3
-    shown = window.statusBar().currentMessage()
+    assert window.statusBar().currentMessage() == problems_pointer(3)
+    qtbot.waitUntil(lambda: window.problems_dialog is not None and window.problems_dialog.isVisible())
     for kept in (settings_kept, *history_kept):
-        assert str(kept) in shown
+        assert str(kept) in window.problems_dialog.details
     assert [entry.id for entry in window.history_panel.entries] == [good.id]
     window.close()
     qtbot.waitUntil(lambda: not window.runner.thread_running(), timeout=10_000)
@@ -284,6 +285,9 @@ def test_window_starts_with_corrupt_state(qtbot, tmp_path):
     qtbot.addWidget(again)
     assert again.startup_problems == []
     assert again.statusBar().currentMessage() == ""
+    again.show()
+    qtbot.wait(50)
+    assert again.problems_dialog is None
     again.close()
     qtbot.waitUntil(lambda: not again.runner.thread_running(), timeout=10_000)
 
@@ -300,3 +304,125 @@ def test_checkpoint_missing_file_skipped_not_moved(tmp_path, finished_run):
     assert problems == []
     assert (checkpoints / "step-000004").is_dir()
     assert set_aside_copies(checkpoints, "step-000004") == []
+
+
+# Resuming from the command line with damaged run files ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_step_cli_run(tiny_model_dir, tmp_path_factory):
+    """The pairs file and output folder of a two-step ``synopsis train`` run."""
+    from synopsis.engine.cli import main
+    from tests.test_cli_train import TOPICS, _pair, _write_pairs
+
+    root = tmp_path_factory.mktemp("cli-run")
+    pairs = _write_pairs(root / "pairs.jsonl", [_pair(subject, event) for subject, event in TOPICS])
+    output = root / "run"
+    assert main(cli_train_arguments(pairs, tiny_model_dir, output, "--max-steps", "2")) == 0
+    return pairs, output
+
+
+def cli_train_arguments(pairs: Path, model: Path, output: Path, *extra: str) -> list[str]:
+    from tests.test_cli_train import _train_args
+
+    return [str(part) for part in _train_args(pairs, model, output, "-q", *extra)]
+
+
+def copy_run(source: Path, tmp_path: Path) -> Path:
+    output = tmp_path / "run"
+    shutil.copytree(source, output)
+    return output
+
+
+def test_resume_keeps_unreadable_metrics_lines(tiny_model_dir, tmp_path, capsys, two_step_cli_run):
+    from synopsis.engine.cli import main
+
+    pairs, source = two_step_cli_run
+    output = copy_run(source, tmp_path)
+    metrics = output / "metrics.jsonl"
+    lines = metrics.read_bytes().splitlines(keepends=True)
+    damaged = lines[0] + b'{"step": 1, "lo\n' + b"\xff\xfe\n" + b"".join(lines[1:])
+    metrics.write_bytes(damaged)
+    capsys.readouterr()
+
+    code = main(cli_train_arguments(pairs, tiny_model_dir, output, "--max-steps", "3", "--resume"))
+
+    err = capsys.readouterr().err
+    assert code == 0, err
+    [kept] = set_aside_copies(output, "metrics.jsonl")
+    assert kept.read_bytes() == damaged
+    notices = [line for line in err.splitlines() if "metrics.jsonl" in line]
+    assert len(notices) == 1
+    assert "lines 2, 3" in notices[0]
+    assert str(kept) in notices[0]
+    steps = [row["step"] for row in metrics_rows(output) if "eval" not in row]
+    assert steps == [1, 2, 3]
+
+
+def test_metrics_repair_logged_and_copied(tmp_path, caplog):
+    from synopsis.engine.training.events import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    damaged = b'{"step": 1, "loss": 2.5}\n7\n{"step": "two"}\n{"step": 2, "loss": 2.0}\n{"step": 3, "lo'
+    path.write_bytes(damaged)
+    log = MetricsLog(path)
+
+    with caplog.at_level("WARNING", logger="synopsis.engine.training.events"):
+        notice = log.truncate_after(2)
+
+    [kept] = set_aside_copies(tmp_path, "metrics.jsonl")
+    assert kept.read_bytes() == damaged
+    assert path.read_bytes() == b'{"step": 1, "loss": 2.5}\n{"step": 2, "loss": 2.0}\n'
+    assert "lines 2, 3, 5" in notice
+    assert str(kept) in notice
+    assert str(kept) in caplog.text
+    assert log.truncate_after(2) is None
+    assert set_aside_copies(tmp_path, "metrics.jsonl") == [kept]
+
+
+def test_resume_with_damaged_run_file(tiny_model_dir, tmp_path, capsys, two_step_cli_run):
+    from synopsis.engine.cli import main
+
+    pairs, source = two_step_cli_run
+    output = copy_run(source, tmp_path)
+    (output / "run.json").write_text('{"base_model": "tiny", "sett', encoding="utf-8")
+    newest = checkpoint_module.complete_checkpoints(output / "checkpoints")[-1][1]
+    _state, saved = checkpoint_module.read_state(newest)
+    capsys.readouterr()
+
+    code = main(cli_train_arguments(pairs, tiny_model_dir, output, "--max-steps", "3", "--resume"))
+
+    err = capsys.readouterr().err
+    assert code == 0, err
+    [kept] = set_aside_copies(output, "run.json")
+    assert kept.read_text(encoding="utf-8") == '{"base_model": "tiny", "sett'
+    assert str(kept) in err
+    assert f"settings saved in checkpoint {newest.name}" in err
+    rewritten = json.loads((output / "run.json").read_text(encoding="utf-8"))
+    assert rewritten["settings"] == {**saved, "max_steps": 3}
+    assert [row["step"] for row in metrics_rows(output) if "eval" not in row] == [1, 2, 3]
+
+
+def test_resume_without_usable_settings(tiny_model_dir, tmp_path, capsys, two_step_cli_run):
+    from synopsis.engine.cli import EXIT_DOCUMENT, main
+
+    pairs, source = two_step_cli_run
+    output = copy_run(source, tmp_path)
+    (output / "run.json").write_text("[]", encoding="utf-8")
+    for _step, folder in checkpoint_module.complete_checkpoints(output / "checkpoints"):
+        settings_file = folder / checkpoint_module.SETTINGS_FILE
+        saved = json.loads(settings_file.read_text(encoding="utf-8"))
+        settings_file.write_text(json.dumps({**saved, "learning_rate": "fast"}), encoding="utf-8")
+    capsys.readouterr()
+
+    code = main(cli_train_arguments(pairs, tiny_model_dir, output, "--resume"))
+
+    err = capsys.readouterr().err
+    assert code == EXIT_DOCUMENT
+    assert not (output / "run.json").exists()
+    [kept] = set_aside_copies(output, "run.json")
+    assert str(kept) in err
+    assert "learning_rate" in err
+    assert "does not contain a JSON object" in err
+    assert f"repair {kept}, rename it to run.json and resume again" in err
+    assert "start a new run in an empty folder with the same options" in err

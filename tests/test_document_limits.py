@@ -12,7 +12,7 @@ import pytest
 
 from synopsis.engine.cli import EXIT_DOCUMENT, EXIT_OK, EXIT_USAGE, main
 from synopsis.engine.documents import DocumentLimits, load_document
-from synopsis.engine.documents.limits import USER_LIMITS
+from synopsis.engine.documents.limits import USER_LIMITS, check_input_tokens, exceeded_reason, input_tokens_reason
 from synopsis.engine.errors import DocumentTooLargeError
 from tests.test_cli import _document, _run
 
@@ -27,11 +27,11 @@ TEXT = "ocrmypdf_OCRmyPDF__linn.txt"  # about 1,100 characters
 #  the quantity and value found as the message shows them, value that passes)
 READER_CASES = [
     ("max_pages", PAPER_PDF, "5", "5 pages", "the page count (14)", "14"),
-    ("max_characters", PAPER_PDF, "10000", "10,000 characters", "the text length in characters (", "1000000"),
-    ("max_characters", LONG_DOCX, "100000", "100,000 characters", "the text length in characters (8", "1000000"),
+    ("max_characters", PAPER_PDF, "10000", "10,000 characters", "the character count (at least ", "1000000"),
+    ("max_characters", LONG_DOCX, "100000", "100,000 characters", "the character count (8", "1000000"),
     ("max_characters", TEXT, "100", "100 characters", "the least character count a file of this size holds (", "10000"),
-    ("max_read_seconds", LONG_PDF, "0.05", "0.05 seconds", "the time spent reading it in seconds (", "600"),
-    ("max_read_seconds", LONG_DOCX, "0.05", "0.05 seconds", "the time spent reading it in seconds (", "600"),
+    ("max_read_seconds", LONG_PDF, "0.05", "0.05 seconds", "the reading time (at least ", "600"),
+    ("max_read_seconds", LONG_DOCX, "0.05", "0.05 seconds", "the reading time (at least ", "600"),
 ]
 
 
@@ -45,7 +45,8 @@ def test_inspect_limit_hit_then_raised(capsys, name, document, low, shown, found
     assert code == EXIT_DOCUMENT
     assert out == ""
     assert str(path) in err
-    assert f"the limit {name}={shown}" in err
+    assert f"exceeds the limit of {shown}." in err
+    assert name not in err
     assert found in err
     assert flag in err
     assert f"'{USER_LIMITS[name].label}' in Settings > Preferences" in err
@@ -64,7 +65,7 @@ def test_inspect_token_limit_with_model(capsys, tiny_model_dir):
     assert code == EXIT_DOCUMENT
     assert str(path) in err
     assert "the document's token count" in err
-    assert "max_input_tokens=1,000 tokens" in err
+    assert "exceeds the limit of 1,000 tokens" in err
     assert "--max-input-tokens" in err
     assert "'Maximum input tokens' in Settings > Preferences" in err
 
@@ -80,7 +81,7 @@ def test_summarize_limits_hit_then_raised(capsys, tiny_model_dir):
 
     code, out, err = _run(capsys, *common, "--max-input-tokens", "5")
     assert code == EXIT_DOCUMENT
-    assert "max_input_tokens=5 tokens" in err
+    assert "exceeds the limit of 5 tokens" in err
     assert out == ""
 
     code, out, err = _run(capsys, *common, "--max-pages", "1", "--max-chars", "10")
@@ -132,7 +133,7 @@ def test_read_seconds_bounds_slow_pdf():
         load_document(path, limits=DocumentLimits(max_read_seconds=limit_s), progress=slow_progress)
     elapsed = time.monotonic() - started
 
-    assert "max_read_seconds=1 seconds" in str(raised.value)
+    assert "exceeds the limit of 1 second." in str(raised.value)
     assert raised.value.value > limit_s
     # It stopped after about limit_s / per_page_s = 50 pages, far from the 400 of the file.
     assert max(pages_read) < 200
@@ -144,3 +145,57 @@ def test_default_limits_read_long_files():
     for name in (LONG_PDF, LONG_DOCX):
         document = load_document(_document(name))
         assert document.characters > 100_000
+
+
+# How the messages read ---------------------------------------------------------------
+
+
+def test_pdf_character_count_marked_partial():
+    # Reading stops at the first page past the limit, so the count is only a lower bound.
+    path = _document(PAPER_PDF)
+    whole = len(load_document(path).text)
+
+    with pytest.raises(DocumentTooLargeError) as raised:
+        load_document(path, limits=DocumentLimits(max_characters=1000))
+
+    error = raised.value
+    assert error.value < whole
+    assert error.value_complete is False
+    assert f"the character count (at least {error.value:,}, reading stopped there)" in str(error)
+    assert "exceeds the limit of 1,000 characters." in str(error)
+
+
+def test_page_count_message_in_user_terms():
+    path = _document(PAPER_PDF)
+
+    with pytest.raises(DocumentTooLargeError) as raised:
+        load_document(path, limits=DocumentLimits(max_pages=5))
+
+    assert raised.value.value_complete is True
+    assert str(raised.value) == (
+        f"{PAPER_PDF}: the page count (14) exceeds the limit of 5 pages. If you trust this document, "
+        "raise the limit: --max-pages on the command line, or 'Maximum pages' in Settings > Preferences."
+    )
+
+
+def test_limit_of_one_uses_singular_unit():
+    message = exceeded_reason("the page count", 14, 1, "max_pages")
+    assert message.startswith("the page count (14) exceeds the limit of 1 page. ")
+
+
+def test_token_limit_one_wording_everywhere():
+    # The training pre-flight check and inspect/summarize report an over-long document in the same words.
+    from synopsis.engine.preflight import PairLengths, _pair_problem
+
+    path = _document(PAPER_PDF)
+    with pytest.raises(DocumentTooLargeError) as raised:
+        check_input_tokens(path, 33_247, DocumentLimits(max_input_tokens=100))
+    pair = PairLengths("pairs.jsonl line 1", "train", 33_247, 40, 33_327, 20)
+
+    reason = _pair_problem(pair, decoder_positions=1024, max_input_tokens=100)
+
+    assert reason == input_tokens_reason(33_247, 100)
+    assert str(raised.value) == f"{PAPER_PDF}: {reason}"
+    assert reason.startswith("the document's token count (33,247) exceeds the limit of 100 tokens. ")
+    assert "--max-input-tokens" in reason
+    assert "'Maximum input tokens' in Settings > Preferences" in reason

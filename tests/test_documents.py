@@ -236,14 +236,14 @@ def test_cancel_stops_pdf() -> None:
 def test_max_pages_limit() -> None:
     with pytest.raises(DocumentTooLargeError) as raised:
         load("mozilla_pdf.js__tracemonkey.pdf", limits=DocumentLimits(max_pages=5))
-    assert "max_pages" in str(raised.value)
+    assert "the page count (14) exceeds the limit of 5 pages" in str(raised.value)
     assert "Settings" in str(raised.value)
 
 
 def test_max_characters_limit() -> None:
     with pytest.raises(DocumentTooLargeError) as raised:
         load("mozilla_pdf.js__tracemonkey.pdf", limits=DocumentLimits(max_characters=10_000))
-    assert "max_characters" in str(raised.value)
+    assert "exceeds the limit of 10,000 characters" in str(raised.value)
 
 
 def test_password_required() -> None:

@@ -287,7 +287,8 @@ def test_docx_member_ratio_bomb(tmp_path: Path) -> None:
         archive.writestr("word/media/zeros.bin", b"\0" * 20_000_000)
     with pytest.raises(DocumentTooLargeError) as raised:
         load_document(path)
-    assert "max_compression_ratio" in str(raised.value)
+    assert raised.value.limit_name == "max_compression_ratio"
+    assert "exceeds the limit of 200." in str(raised.value)
     assert "cannot be changed" in str(raised.value)
 
 
@@ -295,14 +296,18 @@ def test_docx_total_size_limit(tmp_path: Path) -> None:
     path = make_docx(tmp_path / "big.docx")
     with pytest.raises(DocumentTooLargeError) as raised:
         load_document(path, limits=DocumentLimits(max_archive_bytes=10_000))
-    assert "max_archive_bytes" in str(raised.value)
+    assert raised.value.limit_name == "max_archive_bytes"
+    assert "the uncompressed size in bytes (" in str(raised.value)
+    assert "exceeds the limit of 10,000." in str(raised.value)
 
 
 def test_docx_member_count_limit(tmp_path: Path) -> None:
     path = make_docx(tmp_path / "many.docx")
     with pytest.raises(DocumentTooLargeError) as raised:
         load_document(path, limits=DocumentLimits(max_archive_members=3))
-    assert "max_archive_members" in str(raised.value)
+    assert raised.value.limit_name == "max_archive_members"
+    assert "the number of archive members (" in str(raised.value)
+    assert "exceeds the limit of 3." in str(raised.value)
 
 
 BILLION_LAUGHS = b"""<?xml version="1.0"?>

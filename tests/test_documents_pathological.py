@@ -114,7 +114,7 @@ def test_thousands_of_empty_pages_over_limit(tmp_path):
     path = empty_pages_pdf(tmp_path / "blank.pdf", 6000)
     result = load_in_subprocess(path)
     assert result["outcome"] == "DocumentTooLargeError"
-    assert "max_pages=5,000" in result["message"]
+    assert "the page count (6,000) exceeds the limit of 5,000 pages" in result["message"]
 
 
 def test_thousands_of_empty_pages_under_limit(tmp_path):

@@ -76,3 +76,20 @@ def test_printable_keeps_tabs_and_newlines():
     from synopsis.engine.summarize import printable
 
     assert printable("a\tb\nc\x1bd\x7fe\x85f") == "a\tb\ncdef"
+
+
+def test_copy_aside_keeps_original(tmp_path):
+    from synopsis.engine.files import CORRUPT_INFIX, copy_aside
+
+    original = tmp_path / "metrics.jsonl"
+    original.write_bytes(b'{"step": 1}\ngarbage\n')
+
+    first = copy_aside(original)
+    second = copy_aside(original)
+
+    assert original.read_bytes() == b'{"step": 1}\ngarbage\n'
+    assert first.read_bytes() == original.read_bytes()
+    assert first.name.startswith(f"metrics.jsonl{CORRUPT_INFIX}")
+    # A second copy never overwrites the first, even within the same second.
+    assert second != first
+    assert first.read_bytes() == second.read_bytes()

@@ -193,10 +193,10 @@ def test_preview_applies_preference_limits(qtbot, make_dialog, tmp_path, corpus_
     rejected = dict(dialog.preview.rejected_rows())
     # The 14-page paper is over the page limit, and each inline document of
     # about 2,500 characters is far over 50 tokens.
-    assert "max_pages=5" in rejected["limits.jsonl line 4"]
+    assert "the page count (14) exceeds the limit of 5 pages" in rejected["limits.jsonl line 4"]
     assert "Settings > Preferences" in rejected["limits.jsonl line 4"]
     for line in (1, 2, 3):
-        assert "over the limit of 50" in rejected[f"limits.jsonl line {line}"]
+        assert "exceeds the limit of 50 tokens" in rejected[f"limits.jsonl line {line}"]
 
 
 @pytest.mark.parametrize(("span", "interval"), [(1, 1), (6, 1), (7, 2), (24, 5), (100, 20), (2500, 500)])

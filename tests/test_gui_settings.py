@@ -228,7 +228,7 @@ def test_limit_fields_persist_and_reach_engine(qtbot, tmp_path, tiny_model_dir):
     message = failed_message(qtbot, window, job_id)
     assert PAPER_PDF in message
     assert "the page count (14)" in message
-    assert "max_pages=5 pages" in message
+    assert "exceeds the limit of 5 pages" in message
     assert "--max-pages" in message
     assert "'Maximum pages' in Settings > Preferences" in message
 
@@ -238,7 +238,7 @@ def test_limit_fields_persist_and_reach_engine(qtbot, tmp_path, tiny_model_dir):
     actions.apply_settings(window, reopened.result_settings())
     [job_id] = window.add_files([paper])
     message = failed_message(qtbot, window, job_id)
-    assert "max_input_tokens=100 tokens" in message
+    assert "exceeds the limit of 100 tokens" in message
     assert "'Maximum input tokens' in Settings > Preferences" in message
     close_window(qtbot, window)
 

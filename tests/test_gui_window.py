@@ -16,7 +16,7 @@ from PySide6.QtWidgets import QApplication, QFileDialog
 from synopsis.app import actions
 from synopsis.app.queue_panel import Status
 from synopsis.app.settings import AppSettings, save_settings
-from synopsis.app.window import MainWindow
+from synopsis.app.window import MainWindow, problems_pointer
 from synopsis.engine.history import HistoryStore
 
 DOCUMENTS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "documents"
@@ -387,7 +387,7 @@ def test_corrupted_settings_reported_in_window(qtbot, tmp_path):
     window = MainWindow(path, HistoryStore(tmp_path / "history"))
     qtbot.addWidget(window)
     assert "corrupted" in window.settings_problem
-    assert "corrupted" in window.statusBar().currentMessage()
+    assert window.statusBar().currentMessage() == problems_pointer(1)
     assert list(tmp_path.glob("settings.json.corrupt-*"))
     window.close()
     assert not window.runner.thread_running()
@@ -465,3 +465,60 @@ def test_reading_warning_shown_in_row(qtbot, make_window, tmp_path):
     tooltip = model.data(model.index(0, 6), Qt.ItemDataRole.ToolTipRole)
     assert "warning: the document has tracked changes" in details
     assert "leaves out deletions" in tooltip
+
+
+def test_startup_problems_listed_in_dialog(qtbot, tmp_path):
+    # Deep folders make each path longer than a status bar can show.
+    deep = tmp_path.joinpath(*["a-folder-with-a-long-name"] * 6)
+    settings_path = deep / "config" / "settings.json"
+    settings_path.parent.mkdir(parents=True)
+    settings_path.write_text('{"model": "/m", "beams": ', encoding="utf-8")
+    history = HistoryStore(deep / "history")
+    history.folder.mkdir()
+    (history.folder / "truncated.json").write_text('{"id": "1', encoding="utf-8")
+    (history.folder / "list.json").write_text("[1, 2]", encoding="utf-8")
+
+    window = MainWindow(settings_path, history)
+    qtbot.addWidget(window)
+
+    # Nothing opens before the window is shown, and the status bar only points to the dialog.
+    qtbot.wait(50)
+    assert window.problems_dialog is None
+    assert len(window.startup_problems) == 3
+    pointer = window.statusBar().currentMessage()
+    assert pointer == "3 saved files could not be used. The dialog lists them, and so does the log."
+
+    window.show()
+    qtbot.waitUntil(lambda: window.problems_dialog is not None and window.problems_dialog.isVisible())
+    dialog = window.problems_dialog
+    assert not dialog.isModal()
+    assert dialog.windowModality() == Qt.WindowModality.NonModal
+    assert QApplication.activeModalWidget() is None
+    assert dialog.details == "\n\n".join(window.startup_problems)
+    kept = sorted(deep.rglob("*.corrupt-*"))
+    assert len(kept) == 3
+    for path in kept:
+        assert str(path) in dialog.details
+        assert str(path) not in pointer
+
+    # The report opens once: showing the window again opens no second dialog.
+    dialog.close()
+    window.hide()
+    window.show()
+    qtbot.wait(50)
+    assert window.problems_dialog is dialog
+    assert not dialog.isVisible()
+
+    # A history entry found damaged later is listed in a dialog of its own.
+    (history.folder / "later.json").write_text("{", encoding="utf-8")
+    window.history_panel.refresh()
+    window._report_history_problems()
+    later = window.problems_dialog
+    assert later is not dialog
+    assert later.isVisible()
+    [kept_later] = history.folder.glob("later.json.corrupt-*")
+    assert str(kept_later) in later.details
+    assert window.statusBar().currentMessage() == problems_pointer(1)
+
+    window.close()
+    qtbot.waitUntil(lambda: not window.runner.thread_running(), timeout=WAIT_MS)

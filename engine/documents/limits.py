@@ -82,7 +82,7 @@ def raise_hint(name: str) -> str:
             "save it as PDF in Word and summarize the PDF."
         )
     return (
-        f"If you trust this file, raise the limit: {setting.flag} on the command line, "
+        f"If you trust this document, raise the limit: {setting.flag} on the command line, "
         f"or '{setting.label}' in {PREFERENCES_MENU}."
     )
 
@@ -94,20 +94,51 @@ def format_number(value: int | float) -> str:
     return f"{int(value):,}"
 
 
-def too_large(path: Path, quantity: str, value: int | float, limit: int | float, name: str) -> DocumentTooLargeError:
-    """Build the error for a document whose ``quantity`` (the value found) exceeds limit ``name``.
+def exceeded_reason(quantity: str, value: int | float, limit: int | float, name: str, complete: bool = True) -> str:
+    """Return why a document is over limit ``name``, in the user's terms, without the file name.
 
-    The error carries ``limit_name``, ``value`` and ``limit`` for callers that
-    show the limit in their own words.
+    For example: "the page count (14) exceeds the limit of 5 pages. If you
+    trust this document, raise the limit: --max-pages on the command line,
+    or 'Maximum pages' in Settings > Preferences."
+
+    ``complete`` is False when ``value`` was counted while reading was still
+    going on. The whole document then has at least ``value``, and the
+    message shows it as a lower bound, because a limit raised just above
+    ``value`` may still be too low.
     """
     unit = USER_LIMITS[name].unit if name in USER_LIMITS else ""
-    error = DocumentTooLargeError(
-        path,
-        f"{quantity} ({format_number(value)}) exceeds the limit {name}={format_number(limit)}{' ' + unit if unit else ''}. "
-        f"{raise_hint(name)}",
-    )
+    if limit == 1:
+        unit = unit.removesuffix("s")  # every unit in USER_LIMITS is a plural in -s
+    limit_text = f"{format_number(limit)} {unit}".rstrip()
+    found = format_number(value) if complete else f"at least {format_number(value)}, reading stopped there"
+    return f"{quantity} ({found}) exceeds the limit of {limit_text}. {raise_hint(name)}"
+
+
+TOKEN_COUNT = "the document's token count"
+
+
+def input_tokens_reason(tokens: int, limit: int) -> str:
+    """Return why a document of ``tokens`` tokens is over the ``max_input_tokens`` limit ``limit``.
+
+    The training pre-flight check shows this beside each rejected pair, and
+    :func:`check_input_tokens` puts the same words after the file name.
+    """
+    return exceeded_reason(TOKEN_COUNT, tokens, limit, "max_input_tokens")
+
+
+def too_large(
+    path: Path, quantity: str, value: int | float, limit: int | float, name: str, complete: bool = True
+) -> DocumentTooLargeError:
+    """Build the error for a document whose ``quantity`` (the value found) exceeds limit ``name``.
+
+    ``complete`` is as for :func:`exceeded_reason`. The error carries
+    ``limit_name``, ``value``, ``value_complete`` and ``limit`` for callers
+    that show the limit in their own words.
+    """
+    error = DocumentTooLargeError(path, exceeded_reason(quantity, value, limit, name, complete))
     error.limit_name = name
     error.value = value
+    error.value_complete = complete
     error.limit = limit
     return error
 
@@ -117,17 +148,22 @@ def check_pages(path: Path, pages: int, limits: DocumentLimits) -> None:
         raise too_large(path, "the page count", pages, limits.max_pages, "max_pages")
 
 
-def check_characters(path: Path, characters: int, limits: DocumentLimits) -> None:
+def check_characters(path: Path, characters: int, limits: DocumentLimits, complete: bool = True) -> None:
+    """Raise when ``characters`` exceeds ``limits.max_characters``.
+
+    Pass ``complete=False`` while the text is still being read, so the
+    message shows ``characters`` as a lower bound.
+    """
     if characters > limits.max_characters:
         raise too_large(
-            path, "the text length in characters", characters, limits.max_characters, "max_characters"
+            path, "the character count", characters, limits.max_characters, "max_characters", complete
         )
 
 
 def check_input_tokens(path: Path, tokens: int, limits: DocumentLimits) -> None:
     """Raise when the document cuts into more tokens than ``limits.max_input_tokens``, before any is encoded."""
     if tokens > limits.max_input_tokens:
-        raise too_large(path, "the document's token count", tokens, limits.max_input_tokens, "max_input_tokens")
+        raise too_large(path, TOKEN_COUNT, tokens, limits.max_input_tokens, "max_input_tokens")
 
 
 class ReadingClock:
@@ -151,4 +187,4 @@ class ReadingClock:
         if elapsed > self.limit:
             # Rounded up, so the message never shows a time equal to the limit.
             shown = math.ceil(elapsed * 100) / 100
-            raise too_large(self.path, "the time spent reading it in seconds", shown, self.limit, "max_read_seconds")
+            raise too_large(self.path, "the reading time", shown, self.limit, "max_read_seconds", complete=False)

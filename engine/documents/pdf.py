@@ -212,7 +212,7 @@ def _read_segments(
             seconds.append(time.monotonic() - started)
             pages.append(segments)
             characters += sum(len(segment.text) + 1 for segment in segments)
-            check_characters(path, characters, limits)
+            check_characters(path, characters, limits, complete=False)
             clock.check()
             if progress is not None:
                 progress(index + 1, total, "pages")

@@ -8,10 +8,14 @@ widgets.
 from __future__ import annotations
 
 import json
+import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ..files import copy_aside, write_bytes_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,32 @@ def _finite_or_none(value):
     return value
 
 
+def _metrics_row(line: bytes) -> dict | None:
+    """Return the row a metrics line contains, or None when the line is not a row with an integer step."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except ValueError:  # invalid UTF-8 or invalid JSON, such as a line cut short by a crash
+        return None
+    if not isinstance(row, dict):
+        return None
+    step = row.get("step", 0)
+    if not isinstance(step, int) or isinstance(step, bool):
+        return None
+    return row
+
+
+def _step_at_most(line: bytes, step: int) -> bool:
+    # An unreadable line is kept: it is still there only when it could not be copied aside.
+    row = _metrics_row(line)
+    return row is None or row.get("step", 0) <= step
+
+
+def _describe_lines(numbers: list[int]) -> str:
+    shown = ", ".join(str(number) for number in numbers[:5])
+    more = f" and {len(numbers) - 5} more" if len(numbers) > 5 else ""
+    return f"line{'s' if len(numbers) > 1 else ''} {shown}{more}"
+
+
 class MetricsLog:
     """``metrics.jsonl`` of a run: one JSON object per line, flushed at once so a GUI can tail it.
 
@@ -106,27 +136,53 @@ class MetricsLog:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def truncate_after(self, step: int) -> None:
-        """Drop every row of a step after ``step``, so a resumed run never repeats a row."""
+    def truncate_after(self, step: int) -> str | None:
+        """Drop every row of a step after ``step``, so a resumed run never repeats a row.
+
+        Unreadable lines are dropped too, as :meth:`remove_unreadable_lines`
+        drops them. Returns that method's message for the user, or None.
+        """
+        notice = self.remove_unreadable_lines()
         if not self.path.exists():
-            return
-        rows_kept = []
-        with self.path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut short by a crash
-                if row.get("step", 0) <= step:
-                    rows_kept.append(line.rstrip("\n") + "\n")
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with temporary.open("w", encoding="utf-8") as stream:
-            stream.writelines(rows_kept)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, self.path)
+            return notice
+        original = self.path.read_bytes()
+        kept = [line for line in original.splitlines() if line.strip() and _step_at_most(line, step)]
+        # Every kept line ends with a newline, so the next append starts a line of its own.
+        content = b"".join(line + b"\n" for line in kept)
+        if content != original:
+            write_bytes_atomic(self.path, content)
+        return notice
+
+    def remove_unreadable_lines(self) -> str | None:
+        """Rewrite the file without the lines that are not rows, keeping a copy of it as it was.
+
+        A line is unreadable when it is not UTF-8, not JSON, not a JSON object
+        or has a step that is not an integer: a line cut short by a crash, or
+        a bad hand edit. The file is copied to ``metrics.jsonl.corrupt-<date>``
+        before it is rewritten. If the copy fails, the file is left as it is,
+        since readers skip such lines. Returns a message for the user when
+        lines were removed or could not be removed, else None. Blank lines
+        are dropped without a message.
+        """
+        if not self.path.exists():
+            return None
+        lines = self.path.read_bytes().splitlines(keepends=True)
+        unreadable = [number for number, line in enumerate(lines, start=1) if line.strip() and _metrics_row(line) is None]
+        if not unreadable:
+            return None
+        where = f"{_describe_lines(unreadable)} of {self.path}"
+        try:
+            kept = copy_aside(self.path)
+        except OSError as error:
+            log.error("unreadable %s left in place: the file could not be copied aside: %s", where, error)
+            return (
+                f"Could not remove the unreadable {where}, because a copy of the file could not be "
+                f"written ({error}). Readers skip such lines."
+            )
+        readable = [line.rstrip(b"\r\n") + b"\n" for line in lines if _metrics_row(line) is not None]
+        write_bytes_atomic(self.path, b"".join(readable))
+        log.warning("removed unreadable %s; the file as it was is kept as %s", where, kept)
+        return f"Removed unreadable {where}. The file as it was is kept as {kept}."
 
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +191,8 @@ class MetricsLog:
             stream.flush()
 
     def rows(self) -> list[dict]:
+        """Return the readable rows, skipping lines :meth:`remove_unreadable_lines` would remove."""
         if not self.path.exists():
             return []
-        with self.path.open(encoding="utf-8") as lines:
-            return [json.loads(line) for line in lines if line.strip()]
+        rows = (_metrics_row(line) for line in self.path.read_bytes().splitlines() if line.strip())
+        return [row for row in rows if row is not None]
