@@ -6,6 +6,7 @@ import io
 import logging
 from pathlib import Path
 
+from synopsis.engine.counts import count
 from synopsis.engine.files import write_bytes_atomic, write_text_atomic
 from synopsis.engine.summarize import Summary, printable
 
@@ -23,9 +24,9 @@ def _pages(pages: tuple[int, int] | None) -> str:
 
 def facts_line(summary: Summary) -> str:
     """Return one line on what the summary was made from."""
-    pages = f"{summary.pages} pages, " if summary.pages else ""
+    pages = f"{count(summary.pages, 'page')}, " if summary.pages else ""
     return (
-        f"{pages}{summary.total_tokens:,} tokens in {len(summary.windows)} windows, "
+        f"{pages}{count(summary.total_tokens, 'token')} in {count(len(summary.windows), 'window')}, "
         f"all of them read; model {summary.model}"
     )
 

@@ -10,6 +10,7 @@ from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDragMoveEvent, QDropEvent, QGuiApplication, QShowEvent
 from PySide6.QtWidgets import QLabel, QMainWindow, QProgressBar, QSplitter, QTabWidget, QWidget
 
+from synopsis.engine.counts import count
 from synopsis.engine.history import HistoryEntry, HistoryStore
 
 from . import actions
@@ -403,9 +404,10 @@ class MainWindow(QMainWindow):
 
     @staticmethod
     def _header(summary, origin: str) -> str:
-        pages = f"{summary.pages} pages · " if summary.pages else ""
+        pages = f"{count(summary.pages, 'page')} · " if summary.pages else ""
         return (
-            f"<b>{summary.file.name}</b> · {pages}{summary.total_tokens:,} tokens in {len(summary.windows)} windows, "
+            f"<b>{summary.file.name}</b> · {pages}{count(summary.total_tokens, 'token')} in "
+            f"{count(len(summary.windows), 'window')}, "
             f"nothing truncated · model {summary.model} · {origin}"
         )
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from . import __version__
+from .counts import count
 from .cli_train import add_training_commands
 from .documents import SUPPORTED_SUFFIXES, DocumentLimits, load_document
 from .documents.limits import USER_LIMITS, check_input_tokens, format_number
@@ -94,9 +95,9 @@ def render_summary(summary: Summary, output_format: str) -> str:
     if output_format == "json":
         return json.dumps(summary.to_json(), ensure_ascii=False, indent=2) + "\n"
     if output_format == "md":
-        pages = f"{summary.pages} pages, " if summary.pages else ""
+        pages = f"{count(summary.pages, 'page')}, " if summary.pages else ""
         facts = (
-            f"{pages}{summary.total_tokens} tokens in {len(summary.windows)} windows, "
+            f"{pages}{count(summary.total_tokens, 'token')} in {count(len(summary.windows), 'window')}, "
             f"all of them read; model {summary.model}"
         )
         return f"# Summary of {summary.file.name}\n\n{summary.text}\n\n_{facts}._\n"
@@ -197,7 +198,7 @@ def format_inspection(report: dict) -> str:
         f"Words:       {report['words']:,}",
     ]
     if "tokens" in report:
-        lines.append(f"Tokens:      {report['tokens']:,} in {len(report['windows'])} windows (nothing truncated)")
+        lines.append(f"Tokens:      {report['tokens']:,} in {count(len(report['windows']), 'window')} (nothing truncated)")
         for window in report["windows"]:
             pages = window["pages"]
             where = f"pages {pages[0]}-{pages[1]}" if pages else "no page numbers"
