@@ -151,6 +151,7 @@ def estimate_step_memory(
     activation_size: float = 4.0,
     runtime: int = RUNTIME_BYTES["cpu"],
     cached: bool = True,
+    blockwise_block: int | None = None,
 ) -> MemoryEstimate:
     """Estimate the peak memory of one training step on a document of ``windows`` full windows.
 
@@ -165,7 +166,10 @@ def estimate_step_memory(
     ``shape.stores_attention``.
     Each decoder layer also keeps the cross-attention keys and values of the
     whole memory, ``2 * d_model`` values per memory position, which dominates
-    for long documents.
+    for long documents. With ``blockwise_block`` (the cached step's blockwise
+    cross-attention, training.memory_attention) a layer keeps only its
+    queries and output, and one block of ``blockwise_block`` positions has
+    keys, values and scores at a time.
     """
     d = shape.d_model
     positions = windows * window_tokens
@@ -177,11 +181,20 @@ def estimate_step_memory(
     encoder = shape.encoder_layers * encoder_tokens * encoder_per_token * activation_size
 
     decoder_per_token = 10 * d + 2 * shape.decoder_ffn
-    cross_attention = 2 * d * positions
     if shape.stores_attention:
         decoder_per_token += STORED_ATTENTION * shape.decoder_heads * summary_tokens
-        cross_attention += STORED_ATTENTION * shape.decoder_heads * summary_tokens * positions
-    decoder = shape.decoder_layers * (summary_tokens * decoder_per_token + cross_attention) * activation_size
+    if cached and blockwise_block is not None:
+        kept = 2 * d * summary_tokens  # each layer's queries and output; the log-sum-exp is negligible
+        block = min(blockwise_block, positions)
+        # In the backward pass a block has its keys, values, their gradients, and
+        # the scores and probabilities with their gradients.
+        one_block = 4 * d * block + 2 * STORED_ATTENTION * shape.decoder_heads * summary_tokens * block
+        decoder = (shape.decoder_layers * (summary_tokens * decoder_per_token + kept) + one_block) * activation_size
+    else:
+        cross_attention = 2 * d * positions
+        if shape.stores_attention:
+            cross_attention += STORED_ATTENTION * shape.decoder_heads * summary_tokens * positions
+        decoder = shape.decoder_layers * (summary_tokens * decoder_per_token + cross_attention) * activation_size
     logits = 3 * summary_tokens * shape.vocab * 4  # logits, log-probabilities and their gradient, float32
 
     return MemoryEstimate(

@@ -39,6 +39,7 @@ from .generation import build_generation_config, decoder_position_limit, max_new
 from .models import LoadedModel
 from .pairs import Pair, RejectedPair, document_fingerprint
 from .progress import CancellationToken, ProgressFn, ignore_progress
+from .training.memory_attention import MemoryAttentionSettings, supports_blockwise
 from .training.plan import planned_total_steps, steps_per_epoch
 from .training.precision import precision_for
 from .training.settings import TrainingSettings
@@ -373,7 +374,10 @@ def preflight(
         )
     activation_size = activation_bytes(precision.autocast_dtype)
     runtime = process_runtime_bytes(loaded.device, shape.parameter_bytes)
-    memory, memory_pair = _largest_step_memory(shape, train, window_tokens, settings, activation_size, runtime)
+    blockwise = supports_blockwise(loaded.model)
+    memory, memory_pair = _largest_step_memory(
+        shape, train, window_tokens, settings, activation_size, runtime, blockwise
+    )
     evaluation_memory = _evaluation_memory(
         shape, validation, window_tokens, generation.num_beams or 1, eval_tokens, activation_size, runtime
     )
@@ -484,17 +488,24 @@ def _largest_step_memory(
     settings: TrainingSettings,
     activation_size: float,
     runtime: int,
+    blockwise: bool,
 ) -> tuple[MemoryEstimate | None, str | None]:
+    """Return the estimate of the pair whose step needs the most memory, and the pair's source."""
+    attention = MemoryAttentionSettings()
     best: tuple[MemoryEstimate | None, str | None] = (None, None)
     for pair in train:
+        windows = _full_windows(pair, window_tokens)
+        # The cached step attends block by block from this length on (training.memory_attention).
+        long_memory = blockwise and attention.applies(windows * window_tokens)
         estimate = estimate_step_memory(
             shape,
             window_tokens,
-            _full_windows(pair, window_tokens),
+            windows,
             pair.summary_tokens,
             settings.chunk_windows,
             activation_size,
             runtime,
+            blockwise_block=attention.block_positions if long_memory else None,
         )
         if best[0] is None or estimate.total > best[0].total:
             best = (estimate, pair.source)

@@ -443,10 +443,21 @@ def _without_optimizer(estimate) -> float:
 )
 def test_memory_model_near_measurements(tokens, cached, stores_attention, measured_gib):
     # Peak RSS of one step with a 256-token summary, measured by
-    # bench/train_memory.py on a 2-core Xeon with torch 2.13 in float32.
+    # bench/train_memory.py on a 2-core Xeon with torch 2.13 in float32,
+    # with the model's own cross-attention.
     # Attention dropout 0.1 makes the CPU store attention probabilities.
     shape = ModelShape(**{**BART_BASE.__dict__, "stores_attention": stores_attention})
     estimate = estimate_step_memory(shape, 1024, math.ceil(tokens / 1022), 256, cached=cached)
+    assert _without_optimizer(estimate) == pytest.approx(measured_gib, rel=0.25)
+
+
+@pytest.mark.parametrize(
+    "tokens,measured_gib", [(16_384, 2.57), (32_768, 2.65), (65_536, 2.86), (131_072, 3.36)]
+)
+def test_memory_model_blockwise_near_measurements(tokens, measured_gib):
+    # The same benchmark with the cached step's blockwise cross-attention
+    # (blocks of 4,096 positions) and attention dropout 0.
+    estimate = estimate_step_memory(BART_BASE, 1024, math.ceil(tokens / 1022), 256, blockwise_block=4096)
     assert _without_optimizer(estimate) == pytest.approx(measured_gib, rel=0.25)
 
 

@@ -301,6 +301,12 @@ class BlockwiseCrossAttentionModule(nn.Module):
         return original.out_proj(attended), None
 
 
+def supports_blockwise(model: nn.Module) -> bool:
+    """Return whether ``model``'s decoder has the BART-style cross-attention this module can replace."""
+    slots = _cross_attention_slots(model)
+    return slots is not None and all(hasattr(getattr(parent, name), "dropout") for parent, name in slots)
+
+
 @contextlib.contextmanager
 def blockwise_cross_attention(
     model: nn.Module, positions: int, settings: MemoryAttentionSettings | None = None
@@ -316,8 +322,7 @@ def blockwise_cross_attention(
     if not settings.applies(positions):
         yield False
         return
-    slots = _cross_attention_slots(model)
-    if slots is None or not all(hasattr(getattr(parent, name), "dropout") for parent, name in slots):
+    if not supports_blockwise(model):
         log.info(
             "%s has no BART-style cross-attention, so its decoder attends to the %d-position memory "
             "with its own attention",
@@ -327,6 +332,7 @@ def blockwise_cross_attention(
         yield False
         return
 
+    slots = _cross_attention_slots(model)
     originals = [getattr(parent, name) for parent, name in slots]
     log.debug("blockwise cross-attention over %d positions, blocks of %d", positions, settings.block_positions)
     try:
