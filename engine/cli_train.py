@@ -348,7 +348,7 @@ def _train(args: argparse.Namespace, settings: TrainingSettings, cli, group: dis
         return cli.EXIT_MODEL
     finally:
         bars.close()
-    return _report_result(result, cli)
+    return _report_result(result, cli, world_size)
 
 
 def _world_size(args: argparse.Namespace, group: distributed.Distributed | None) -> int:
@@ -533,11 +533,13 @@ class _TrainingReporter:
             self.bars.write(f"Step {event.step}: {metrics}{best}")
 
 
-def _report_result(result: TrainingResult, cli) -> int:
+def _report_result(result: TrainingResult, cli, world_size: int = 1) -> int:
     if result.cancelled:
+        # Name the process count too: resuming with another one changes the plan.
+        processes = f" --nproc {world_size}" if world_size > 1 else ""
         print(
             f"Cancelled after step {result.steps} of {result.total_steps}; the checkpoint is saved. "
-            f"Continue with: synopsis train ... --output {result.output_dir} --resume",
+            f"Continue with: synopsis train ... --output {result.output_dir} --resume{processes}",
             file=sys.stderr,
         )
         return cli.EXIT_CANCELLED

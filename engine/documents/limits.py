@@ -111,7 +111,10 @@ def exceeded_reason(quantity: str, value: int | float, limit: int | float, name:
         unit = unit.removesuffix("s")  # every unit in USER_LIMITS is a plural in -s
     limit_text = f"{format_number(limit)} {unit}".rstrip()
     found = format_number(value) if complete else f"at least {format_number(value)}, reading stopped there"
-    return f"{quantity} ({found}) exceeds the limit of {limit_text}. {raise_hint(name)}"
+    reason = f"{quantity} ({found}) exceeds the limit of {limit_text}."
+    if not complete:
+        reason += " The whole document has more, so raise the limit well above that number."
+    return f"{reason} {raise_hint(name)}"
 
 
 TOKEN_COUNT = "the document's token count"

@@ -182,7 +182,7 @@ class MetricsLog:
         readable = [line.rstrip(b"\r\n") + b"\n" for line in lines if _metrics_row(line) is not None]
         write_bytes_atomic(self.path, b"".join(readable))
         log.warning("removed unreadable %s; the file as it was is kept as %s", where, kept)
-        return f"Removed unreadable {where}. The file as it was is kept as {kept}."
+        return f"removed unreadable {where}. The file as it was is kept as {kept}."
 
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
