@@ -308,12 +308,12 @@ def _same_place_keys(keys: set[str], edges: list[list[tuple[str, list[Segment]]]
                 heights[key].append(max(segment.y1 for segment in line))
     kept = set()
     for key, tops in heights.items():
-        if _most_within(sorted(tops), 2 * RUNNING_POSITION_POINTS) >= RUNNING_POSITION_SHARE * len(tops):
+        if _max_count_within(sorted(tops), 2 * RUNNING_POSITION_POINTS) >= RUNNING_POSITION_SHARE * len(tops):
             kept.add(key)
     return kept
 
 
-def _most_within(values: list[float], width: float) -> int:
+def _max_count_within(values: list[float], width: float) -> int:
     """Return the largest number of the sorted ``values`` that fit in one interval ``width`` wide."""
     best = start = 0
     for stop, value in enumerate(values):
