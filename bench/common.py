@@ -19,6 +19,39 @@ GIB = 1024**3
 CORPUS_VARIABLE = "SYNOPSIS_CORPUS"
 MIB = 1024**2
 
+# facebook/bart-base and facebook/bart-large sizes, as BartConfig arguments.
+BART_VOCAB = 50265
+BART_SIZES = {
+    "base": dict(
+        d_model=768,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=12,
+        decoder_attention_heads=12,
+        encoder_ffn_dim=3072,
+        decoder_ffn_dim=3072,
+    ),
+    "large": dict(
+        d_model=1024,
+        encoder_layers=12,
+        decoder_layers=12,
+        encoder_attention_heads=16,
+        decoder_attention_heads=16,
+        encoder_ffn_dim=4096,
+        decoder_ffn_dim=4096,
+    ),
+}
+
+
+def random_bart(size: str, max_positions: int):
+    """Return a BART of the named size with seeded random weights and BART's vocabulary, in eval mode."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(vocab_size=BART_VOCAB, max_position_embeddings=max_positions, **BART_SIZES[size])
+    torch.manual_seed(0)
+    return BartForConditionalGeneration(config).eval()
+
 
 def corpus_dir() -> Path:
     """Return the corpus folder (with documents/ and pairs/): $SYNOPSIS_CORPUS, else ../shared/corpus beside the checkout.

@@ -28,12 +28,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    BART_SIZES,
+    BART_VOCAB,
     DOCS,
     FIGURES,
     describe_machine,
     machine,
     markdown_table,
     pyplot,
+    random_bart,
     save_figure,
     save_results,
     write_section,
@@ -47,11 +50,9 @@ PRECISIONS = ("fp32", "bf16", "int8")
 MATMUL_SIZE = 2048
 
 # BART-base sizes. Only the encoder runs here.
-D_MODEL = 768
-LAYERS = 6
-HEADS = 12
-FFN = 3072
-VOCAB = 50265
+D_MODEL = BART_SIZES["base"]["d_model"]
+LAYERS = BART_SIZES["base"]["encoder_layers"]
+FFN = BART_SIZES["base"]["encoder_ffn_dim"]
 
 
 def encoder_flops_per_token(d_model: int, layers: int, ffn: int, window: int) -> int:
@@ -82,22 +83,7 @@ def matmul_flops_per_second(size: int = MATMUL_SIZE, repeats: int = 5, dtype_nam
 
 
 def build_model():
-    import torch
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    config = BartConfig(
-        vocab_size=VOCAB,
-        d_model=D_MODEL,
-        encoder_layers=LAYERS,
-        decoder_layers=LAYERS,
-        encoder_attention_heads=HEADS,
-        decoder_attention_heads=HEADS,
-        encoder_ffn_dim=FFN,
-        decoder_ffn_dim=FFN,
-        max_position_embeddings=WINDOW_TOKENS,
-    )
-    torch.manual_seed(0)
-    return BartForConditionalGeneration(config).eval()
+    return random_bart("base", max_positions=WINDOW_TOKENS)
 
 
 def build_windows(tokens: int):
@@ -107,7 +93,7 @@ def build_windows(tokens: int):
     from synopsis.engine.windows import Window, Windows
 
     generator = torch.Generator().manual_seed(2)
-    ids = torch.randint(4, VOCAB, (tokens,), generator=generator).tolist()
+    ids = torch.randint(4, BART_VOCAB, (tokens,), generator=generator).tolist()
     content = WINDOW_TOKENS - 2
     rows, windows = [], []
     for index, start in enumerate(range(0, tokens, content)):

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    BART_SIZES,
     DOCS,
     FIGURES,
     GIB,
@@ -44,6 +45,7 @@ from common import (  # noqa: E402
     markdown_table,
     peak_rss_bytes,
     pyplot,
+    random_bart,
     run_child,
     save_figure,
     save_results,
@@ -74,31 +76,9 @@ WHY_SLOW = (
     "test model, so the engine decodes in float32."
 )
 
-SHAPES = {
-    "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, heads=12, ffn=3072),
-    "large": dict(d_model=1024, encoder_layers=12, decoder_layers=12, heads=16, ffn=4096),
-}
-
-
 def build_model(size: str):
     """Return a random-weight BART of the named size with the 50,265-token vocabulary, in eval mode."""
-    import torch
-    from transformers import BartConfig, BartForConditionalGeneration
-
-    shape = SHAPES[size]
-    config = BartConfig(
-        vocab_size=50265,
-        d_model=shape["d_model"],
-        encoder_layers=shape["encoder_layers"],
-        decoder_layers=shape["decoder_layers"],
-        encoder_attention_heads=shape["heads"],
-        decoder_attention_heads=shape["heads"],
-        encoder_ffn_dim=shape["ffn"],
-        decoder_ffn_dim=shape["ffn"],
-        max_position_embeddings=1024,
-    )
-    torch.manual_seed(0)
-    return BartForConditionalGeneration(config).eval()
+    return random_bart(size, max_positions=1024)
 
 
 def run_case(
@@ -380,7 +360,7 @@ def _numbers(text: str) -> tuple[int, ...]:
 
 def _names(text: str) -> tuple[str, ...]:
     names = tuple(text.split(","))
-    unknown = [name for name in names if name not in SHAPES]
+    unknown = [name for name in names if name not in BART_SIZES]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown model size {unknown[0]!r}: use base or large")
     return names

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402
+    BART_SIZES,
     corpus_dir,
     DOCS,
     FIGURES,
@@ -53,11 +54,7 @@ BIN_S = 0.25  # the plot and the saved results keep the maximum gap per bin of t
 SUMMARY_TOKENS = 32
 BEAMS = 4
 
-SHAPES = {
-    "base": dict(d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
-    "tiny": {},
-}
+SHAPES = {"base": BART_SIZES["base"], "tiny": {}}
 
 
 def build_model(folder: Path, size: str) -> Path:

@@ -51,6 +51,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
+    BART_SIZES,
+    BART_VOCAB,
     DOCS,
     FIGURES,
     GIB,
@@ -77,28 +79,6 @@ LED_ATTENTION_WINDOW = 1024  # as allenai/led-base-16384
 AVAILABLE_SHARE = 0.8  # on the CPU, cap a case at this share of the memory available when it starts
 SEARCH_GROWTH = 2.2  # an estimate: a doubled input takes at most this many times as long
 
-# facebook/bart-base and facebook/bart-large sizes.
-CONFIGS = {
-    "base": dict(
-        d_model=768,
-        encoder_layers=6,
-        decoder_layers=6,
-        encoder_attention_heads=12,
-        decoder_attention_heads=12,
-        encoder_ffn_dim=3072,
-        decoder_ffn_dim=3072,
-    ),
-    "large": dict(
-        d_model=1024,
-        encoder_layers=12,
-        decoder_layers=12,
-        encoder_attention_heads=16,
-        decoder_attention_heads=16,
-        encoder_ffn_dim=4096,
-        decoder_ffn_dim=4096,
-    ),
-}
-VOCAB = 50265
 DTYPES = ("float32", "bfloat16")
 
 
@@ -116,8 +96,8 @@ def build_models(folder: Path, config_name: str, attention_dropout: float) -> No
 
     tokenizer = build_tokenizer(vocab_size=8000)
     common = dict(
-        **CONFIGS[config_name],
-        vocab_size=VOCAB,
+        **BART_SIZES[config_name],
+        vocab_size=BART_VOCAB,
         dropout=0.1,
         attention_dropout=attention_dropout,
         activation_dropout=0.1,
@@ -503,7 +483,7 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="float32, or bfloat16 autocast over float32 weights"
     )
-    parser.add_argument("--config", choices=tuple(CONFIGS), default="base", help="BART-base or BART-large sizes")
+    parser.add_argument("--config", choices=tuple(BART_SIZES), default="base", help="BART-base or BART-large sizes")
     parser.add_argument("--quick", action="store_true", help="run the methods at 1,024 tokens only and print the table")
     parser.add_argument("--longest", action="store_true", help="after the comparison, search the longest cached input")
     parser.add_argument(
