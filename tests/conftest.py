@@ -36,3 +36,18 @@ def corpus() -> Path:
     if not documents.is_dir():
         pytest.skip(f"test corpus not found at {documents}")
     return CORPUS
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module's tests on one torch thread.
+
+    The tiny model's matrices are too small to gain from a second thread, and
+    on a busy machine two threads per process slow each step many times over.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -23,7 +23,9 @@ from synopsis.engine.training import Trainer
 from synopsis.engine.training import checkpoint as checkpoint_module
 from synopsis.engine.training.checkpoint import CheckpointWriteError
 from synopsis.engine.training.events import CheckpointEvent
-from tests.test_trainer import make_pairs, one_thread, settings, step_losses  # noqa: F401 - one_thread is autouse
+from tests.test_trainer import make_pairs, settings, step_losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 300

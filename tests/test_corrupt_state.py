@@ -24,7 +24,9 @@ from synopsis.engine.runs import RunRequest, list_runs, metrics_rows, save_reque
 from synopsis.engine.training import Trainer
 from synopsis.engine.training import checkpoint as checkpoint_module
 from tests.test_history import SETTINGS, _summary
-from tests.test_trainer import make_pairs, one_thread, settings, step_losses  # noqa: F401 - one_thread is autouse
+from tests.test_trainer import make_pairs, settings, step_losses
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def set_aside_copies(folder: Path, name: str) -> list[Path]:

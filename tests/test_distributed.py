@@ -121,12 +121,7 @@ def launched(tmp_path_factory):
     return root, results
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def assert_parameters_close(actual: dict, expected: dict) -> None:

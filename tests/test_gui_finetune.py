@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 from PySide6.QtCore import Qt, QThread
 from PySide6.QtWidgets import QApplication
 
@@ -48,13 +47,7 @@ DOCUMENT_CHARACTERS = 2500  # about 700 tokens of the tiny tokenizer: one window
 SUMMARY_CHARACTERS = 300
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Train on one thread: the test machine's cores are shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cut(text: str, limit: int) -> str:

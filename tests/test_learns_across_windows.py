@@ -38,14 +38,6 @@ MARGIN = 0.25  # the trained loss must be below a quarter of the first-window bo
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the tiny model gains nothing from a second thread
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
 def loaded(tmp_path_factory, one_thread):
     # Dropout off and a fixed initialization, so the run takes the same path
     # every time. At d_model 32, two of three initializations kept the loss at

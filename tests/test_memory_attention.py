@@ -17,16 +17,18 @@ from synopsis.engine.training.memory_attention import (
     dropout_keep_mask,
 )
 
-from .test_cached_backward import (  # noqa: F401 - one_thread is an autouse fixture
+from .test_cached_backward import (
     SEED,
     assert_gradients_match,
     document_tensors,
     gradients,
-    one_thread,
     plain_backward,
     relative_error,
     summary_labels,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 POSITIONS = 37  # memory length; a prime, so most block sizes leave a short last block
 TARGETS = 5

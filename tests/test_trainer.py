@@ -84,14 +84,7 @@ def step_losses(output_dir) -> list[tuple[int, float]]:
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model's matrices are too small to gain from a second thread, and
-    # on a busy machine two threads per process slow each step many times over.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture
 def fresh(tiny_model_dir):

@@ -30,13 +30,7 @@ RUN_TIMEOUT_S = 300
 about 10 s on a shared 2-core machine, so the bound is generous."""
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model gains nothing from a second thread, and a busy machine slows two threads per process.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # Killed training process ---------------------------------------------------------
