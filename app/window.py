@@ -40,10 +40,9 @@ PROBLEMS_MESSAGE = (
 )
 
 
-def problems_pointer(count: int) -> str:
-    """Return the status-bar line that points to the dialog listing ``count`` problems with saved files."""
-    files = "1 saved file" if count == 1 else f"{count} saved files"
-    return f"{files} could not be used. The dialog lists them, and so does the log."
+def problems_pointer(problems: int) -> str:
+    """Return the status-bar line that points to the dialog listing ``problems`` problems with saved files."""
+    return f"{count(problems, 'saved file')} could not be used. The dialog lists them, and so does the log."
 
 
 def local_paths_from_urls(urls) -> list[Path]:

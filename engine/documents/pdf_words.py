@@ -16,9 +16,9 @@ characters.
 
 NOTE: PDFium makes the loose box of a character that reaches above the
 font's ascent, such as "/", taller than its neighbours'. Such a character
-inside a word does not widen the word's box, so line heights and gaps can be
+inside a word does not widen the word's box. So line heights and gaps can be
 a fraction of a point off those of a reader that measures every character,
-which shifts a few paragraph breaks and table layouts on the corpus PDFs.
+and a few paragraph breaks and table layouts on the corpus PDFs shift.
 """
 
 from __future__ import annotations
@@ -235,10 +235,10 @@ def _group_words(
 ) -> list[Segment]:
     """Group consecutive words into segments.
 
-    A word starts a new segment after a line break, or when it does not
-    overlap the previous word vertically by half the smaller height, or when
-    it lies further than SEGMENT_GAP times the smaller of the two
-    neighbouring characters' heights from the previous word.
+    A word starts a new segment after a line break, or when it overlaps the
+    previous word vertically by less than half the smaller height. It also
+    starts one when it lies further from the previous word than SEGMENT_GAP
+    times the smaller of the two neighbouring characters' heights.
 
     NOTE: a reader that compares each character with the whole open segment
     joins a little more: in the corpus, only a heading whose second line
